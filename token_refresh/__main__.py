@@ -1,0 +1,3 @@
+from token_refresh.cli import main
+
+raise SystemExit(main())

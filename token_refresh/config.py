@@ -1,0 +1,205 @@
+"""Typed configuration: the YAML file, the environment and the credentials, validated in one go."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, NamedTuple
+
+from token_refresh.errors import ConfigError
+
+ENVIRONMENTS = ("live", "sim")
+TOKEN_URLS = {
+    "live": "https://live.logonvalidation.net/token",
+    "sim": "https://sim.logonvalidation.net/token",
+}
+DEFAULT_CACHE_PATHS = {
+    "live": "/data/tokens/saxobank_tokens_live.json",
+    "sim": "/data/tokens/saxobank_tokens_sim.json",
+}
+CONFIG_ENV = "TOKEN_REFRESH_CONFIG"
+CACHE_PATH_ENV = "AEGIS_SAXO_TOKEN_CACHE_PATH"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+# key: (minimum, maximum) in seconds; bounds keep a typo from disabling a safety margin.
+NUMERIC_KEYS: dict[str, tuple[float, float]] = {
+    "interval_secs": (60, 86400),
+    "margin_secs": (0, 3600),
+    "lock_timeout_secs": (0, 3600),
+    "http_timeout_secs": (1, 300),
+    "retry_budget_secs": (0, 3600),
+}
+DEFAULTS: dict[str, float] = {
+    "interval_secs": 900,
+    "margin_secs": 120,
+    "lock_timeout_secs": 30,
+    "http_timeout_secs": 10,
+    "retry_budget_secs": 60,
+}
+KNOWN_KEYS = ("environment", "token_url", "cache_path", *NUMERIC_KEYS)
+
+
+class Config(NamedTuple):
+    """Validated settings for one run; holds no secret."""
+
+    environment: str = "live"
+    token_url: str = TOKEN_URLS["live"]
+    cache_path: str = DEFAULT_CACHE_PATHS["live"]
+    interval_secs: float = 900
+    margin_secs: float = 120
+    lock_timeout_secs: float = 30
+    http_timeout_secs: float = 10
+    retry_budget_secs: float = 60
+    source: str = "built-in defaults"
+
+    @property
+    def horizon_secs(self) -> float:
+        """A token with at most this much left would not survive until the next run."""
+        return self.interval_secs + self.margin_secs
+
+
+class Credentials(NamedTuple):
+    """The OAuth client credentials; ``repr`` never shows the secret."""
+
+    app_key: str
+    app_secret: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(app_key={self.app_key!r}, app_secret=<SECRET>)"
+
+
+def _read_config_file(path: str) -> Any:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=loader)  # noqa: S506 - a SafeLoader
+    except FileNotFoundError:
+        raise ConfigError(path, ["config file not found"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(path, [f"cannot read config file: {e}"]) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(path, [f"not valid YAML: {e}"]) from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_url(key: str, value: object, problems: list[str]) -> str | None:
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or not value:
+        problems.append(f"{key}: must be a non-empty string, got {type(value).__name__}")
+        return None
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        parts, host = None, None
+    if parts is not None and host and parts.scheme == "https":
+        return value
+    if parts is not None and parts.scheme == "http" and host in LOOPBACK_HOSTS:
+        return value
+    problems.append(
+        f"{key}: must be an https:// URL (http:// only for a loopback test server), got {value!r}"
+    )
+    return None
+
+
+def config_from_mapping(data: object, source: str) -> Config:
+    """Validate a parsed config mapping; every problem is reported at once."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"must be a YAML mapping, got {type(data).__name__}"])
+    problems: list[str] = []
+    for key in data:
+        if key not in KNOWN_KEYS:
+            problems.append(f"unknown key {key!r} (known: {', '.join(KNOWN_KEYS)})")
+
+    environment = data.get("environment", "live")
+    if environment not in ENVIRONMENTS:
+        problems.append(f"environment: must be one of {', '.join(ENVIRONMENTS)}, got {environment!r}")
+        environment = "live"
+
+    values: dict[str, Any] = {}
+    for key, (low, high) in NUMERIC_KEYS.items():
+        value = data.get(key, DEFAULTS[key])
+        if not _is_number(value):
+            problems.append(f"{key}: must be a number of seconds, got {type(value).__name__} {value!r}")
+        elif not low <= value <= high:
+            problems.append(f"{key}: must be between {low:g} and {high:g}, got {value!r}")
+        else:
+            values[key] = value
+
+    token_url = _check_url("token_url", data.get("token_url", TOKEN_URLS[environment]), problems)
+    cache_path = data.get("cache_path", DEFAULT_CACHE_PATHS[environment])
+    if not isinstance(cache_path, str) or not cache_path:
+        problems.append(f"cache_path: must be a non-empty string, got {type(cache_path).__name__}")
+    if problems:
+        raise ConfigError(source, problems)
+    assert token_url is not None
+    return Config(
+        environment=environment,
+        token_url=token_url,
+        cache_path=cache_path,
+        source=source,
+        **values,
+    )
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    cache_override: str | None = None,
+) -> Config:
+    """Load the config: ``path``, else ``$TOKEN_REFRESH_CONFIG``, else the defaults.
+
+    Cache path precedence: ``cache_override`` (``--cache``) > ``$AEGIS_SAXO_TOKEN_CACHE_PATH``
+    > ``cache_path`` in the file > the environment's default.
+    """
+    path = path or environ.get(CONFIG_ENV) or None
+    config = config_from_mapping(_read_config_file(path), path) if path else Config()
+    cache_path = cache_override or environ.get(CACHE_PATH_ENV) or config.cache_path
+    return config._replace(cache_path=cache_path)
+
+
+def credential_names(environment: str) -> tuple[str, str]:
+    """The environment variables that hold the app key and secret."""
+    suffix = environment.upper()
+    return f"SAXOBANK_APP_KEY_{suffix}", f"SAXOBANK_APP_SECRET_{suffix}"
+
+
+def _read_credential(name: str, environ: Mapping[str, str], problems: list[str]) -> str:
+    direct = environ.get(name, "")
+    file_name = f"{name}_FILE"
+    file_path = environ.get(file_name, "")
+    if direct and file_path:
+        problems.append(f"both {name} and {file_name} are set; set only one")
+        return ""
+    if file_path:
+        try:
+            with open(file_path, encoding="utf-8") as f:
+                value = f.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{file_name}: cannot read {file_path}: {getattr(e, 'strerror', None) or e}")
+            return ""
+        if not value.strip():
+            problems.append(f"{file_name}: {file_path} is empty")
+        return value
+    if not direct.strip():
+        problems.append(f"{name} is not set (nor {file_name})")
+    return direct
+
+
+def load_credentials(environment: str, environ: Mapping[str, str] = os.environ) -> Credentials:
+    """Read the app key and secret (or their ``*_FILE`` variants); report every problem at once."""
+    key_name, secret_name = credential_names(environment)
+    problems: list[str] = []
+    app_key = _read_credential(key_name, environ, problems)
+    app_secret = _read_credential(secret_name, environ, problems)
+    if problems:
+        raise ConfigError("environment", problems)
+    return Credentials(app_key=app_key, app_secret=app_secret)
