@@ -43,6 +43,7 @@ class FakeSaxo:
         self.reuses = 0  # refresh tokens presented a second time
         self.fault: str | None = None
         self.fault_arg: float = 0.0
+        self.fault_times: int | None = None  # how many requests get the fault; None: all
         self.delay = 0.0  # seconds to wait after spending a token, before answering
         self.access_ttl = ACCESS_TTL
         self.refresh_ttl: int | None = REFRESH_TTL
@@ -142,6 +143,10 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
             with saxo.lock:
                 saxo.requests.append(record)
                 fault = saxo.fault
+                if fault and saxo.fault_times is not None:
+                    saxo.fault_times -= 1
+                    if saxo.fault_times <= 0:
+                        saxo.fault, saxo.fault_times = None, None
             if fault and self._fault(fault):
                 return
             if self.path != "/token":

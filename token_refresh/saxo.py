@@ -160,8 +160,8 @@ def interpret_response(response: requests.Response, *, grant: str = "refresh") -
         )
     if status == 429 or 500 <= status <= 599:
         raise TokenEndpointError(
-            f"token endpoint unavailable ({where}, {detail or _body_summary(response)}) "
-            "after retries; try again later",
+            f"token endpoint unavailable ({where}, {detail or _body_summary(response)})"
+            f"{' after retries' if status in RETRY_STATUSES else ''}; try again later",
             exit_code=ExitCode.TEMPFAIL,
             status=status,
         )

@@ -1,0 +1,431 @@
+"""The installed program, run as a process against the fake Saxo endpoint on 127.0.0.1.
+
+Every row of the exit-status table is exercised here, and every run's output is scanned for
+the secrets the server knows (invariant 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import APP_SECRET, COMMAND, base_env, write_json
+from fake_saxo import FakeSaxo
+
+from token_refresh import cli
+from token_refresh.errors import ExitCode
+
+
+@pytest.fixture
+def cli_run(saxo: FakeSaxo, run_cli, config_file):
+    """Run the program with a config for the fake server; fail on any leaked secret."""
+    config = config_file()
+
+    def run(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
+        args = tuple(a.replace("{config}", str(config)) for a in args)
+        result = run_cli(*args, env=env, **kwargs)
+        output = result.stdout + result.stderr
+        for secret in [APP_SECRET, *saxo.secrets_seen()]:
+            assert secret not in output, f"secret leaked by {args}: {output}"
+        return result
+
+    return run
+
+
+def due_cache(saxo: FakeSaxo, path: Path, **extra) -> bytes:
+    """A cache issued 1000 s ago: 200 s left on the access token, so a run must refresh."""
+    return write_json(path, saxo.seed_cache(age=1000, **extra))
+
+
+def valid_cache(saxo: FakeSaxo, path: Path) -> bytes:
+    return write_json(path, saxo.seed_cache(age=10))
+
+
+# -- 0: refreshed, then valid -----------------------------------------------------------
+
+
+def test_refresh_then_valid(saxo, cli_run, cache_path: Path) -> None:
+    due_cache(saxo, cache_path, consumer_field={"keep": True})
+    cache_path.chmod(0o640)
+    before = time.time()
+    first = cli_run("run", "--config", "{config}", "-v")
+    assert first.returncode == 0, first.stderr
+    assert "INFO token refreshed: access token 1200 s left, refresh token 3600 s left" in first.stderr
+    data = json.loads(cache_path.read_text())
+    assert data["access_token"] == saxo.issued_access[-1]
+    assert data["refresh_token"] == saxo.current_refresh
+    assert data["consumer_field"] == {"keep": True}
+    assert isinstance(data["issued_at"], int)
+    assert before - 1 <= data["issued_at"] <= time.time()
+    assert cache_path.stat().st_mode & 0o777 == 0o640
+    assert [r["grant_type"] for r in saxo.requests] == ["refresh_token"]
+
+    raw = cache_path.read_bytes()
+    mtime = cache_path.stat().st_mtime_ns
+    second = cli_run("--config", "{config}")  # `run` is the default subcommand
+    assert second.returncode == 0
+    assert "INFO token valid: access token" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1  # exactly one summary line
+    assert cache_path.read_bytes() == raw
+    assert cache_path.stat().st_mtime_ns == mtime
+    assert len(saxo.requests) == 1
+    assert saxo.reuses == 0
+
+
+def test_log_line_has_utc_timestamp(saxo, cli_run, cache_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    result = cli_run("run", "--config", "{config}")
+    stamp = result.stderr.split(" ", 1)[0]
+    assert time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_quiet_valid_run_prints_nothing(saxo, cli_run, cache_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    result = cli_run("run", "--config", "{config}", "-q")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_force_refreshes_a_valid_token(saxo, cli_run, cache_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    result = cli_run("run", "--force", "--config", "{config}")
+    assert result.returncode == 0
+    assert "token refreshed" in result.stderr
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
+
+
+def test_dry_run_neither_calls_nor_writes(saxo, cli_run, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    result = cli_run("run", "--dry-run", "--config", "{config}")
+    assert result.returncode == 0
+    assert "dry run: token needs refresh" in result.stderr
+    assert "would refresh" in result.stderr
+    assert cache_path.read_bytes() == raw
+    assert saxo.requests == []
+    assert not Path(f"{cache_path}.lock").exists()
+
+
+def test_python_dash_m_matches_console_script(run_cli) -> None:
+    from token_refresh import __version__
+
+    script = run_cli("--version")
+    module = subprocess.run(
+        [sys.executable, "-m", "token_refresh", "--version"], capture_output=True, text=True, check=False
+    )
+    assert script.returncode == module.returncode == 0
+    assert script.stdout == module.stdout == f"token-refresh {__version__}\n"
+
+
+def test_help_documents_exit_statuses(run_cli) -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for code in ("65", "66", "70", "74", "75", "77", "78"):
+        assert f"\n  {code}  " in result.stdout
+
+
+# -- 2: usage ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("--bogus",), ("run", "-v", "-q"), ("status", "--force"), ("frobnicate",)])
+def test_usage_errors_exit_2(run_cli, args) -> None:
+    result = run_cli(*args)
+    assert result.returncode == ExitCode.USAGE
+    assert "usage: token-refresh" in result.stderr
+
+
+# -- 65 / 66: the cache -----------------------------------------------------------------
+
+
+def test_broken_cache_exits_65_and_is_untouched(cli_run, cache_path: Path) -> None:
+    cache_path.write_bytes(b'{"access_token": "abc"')
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.DATAERR
+    assert f"token cache {cache_path}: is not valid JSON" in result.stderr
+    assert cache_path.read_bytes() == b'{"access_token": "abc"'
+
+
+def test_missing_cache_exits_66(cli_run, cache_path: Path) -> None:
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.NOINPUT
+    assert f"token cache {cache_path}: does not exist" in result.stderr
+    assert not cache_path.exists()
+
+
+def test_cache_flag_beats_environment_and_config(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+    other = tmp_path / "tokens" / "parallel.json"
+    valid_cache(saxo, other)
+    env = base_env(AEGIS_SAXO_TOKEN_CACHE_PATH=str(tmp_path / "absent-env.json"))
+    result = cli_run("status", "--config", "{config}", "--cache", str(other), "--json", env=env)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["path"] == str(other)
+    result = cli_run("status", "--config", "{config}", "--json", env=env)
+    assert result.returncode == ExitCode.NOINPUT
+    assert "absent-env.json" in result.stderr
+
+
+# -- 70: an internal error ----------------------------------------------------------------
+
+
+def test_unexpected_error_exits_70_traceback_only_with_verbose(monkeypatch, capsys, tmp_path) -> None:
+    import token_refresh.cycle
+
+    def boom(**kwargs) -> None:
+        raise RuntimeError("boom near s3cret-value-xyz")
+
+    monkeypatch.setattr(token_refresh.cycle, "run_cycle", boom)
+    monkeypatch.setenv("SAXOBANK_APP_KEY_LIVE", "key-1234")
+    monkeypatch.setenv("SAXOBANK_APP_SECRET_LIVE", "s3cret-value-xyz")
+    monkeypatch.setenv("AEGIS_SAXO_TOKEN_CACHE_PATH", str(tmp_path / "c.json"))
+    assert cli.main(["run"]) == ExitCode.SOFTWARE
+    err = capsys.readouterr().err
+    assert "unexpected error: RuntimeError: boom near <redacted>" in err
+    assert "Traceback" not in err
+    assert cli.main(["run", "-v"]) == ExitCode.SOFTWARE
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "s3cret-value-xyz" not in err
+
+
+# -- 74: cannot write, checked before the token is spent ----------------------------------
+
+
+def _tiny_file_limit() -> None:
+    # a file-size limit makes reserving space fail like a full disk (EFBIG), also for root
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+
+def test_unwritable_cache_exits_74_before_spending(saxo, config_file, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    result = subprocess.run(
+        [*COMMAND, "run", "--config", str(config_file())],
+        env=base_env(),
+        capture_output=True,
+        text=True,
+        preexec_fn=_tiny_file_limit,
+        check=False,
+    )
+    assert result.returncode == ExitCode.IOERR, result.stderr
+    assert "cannot reserve" in result.stderr
+    assert saxo.requests == []
+    assert cache_path.read_bytes() == raw
+    assert [p.name for p in cache_path.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+# -- 75: temporary failures ---------------------------------------------------------------
+
+
+def test_server_unavailable_exits_75_and_keeps_cache(saxo, cli_run, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    saxo.fault, saxo.fault_arg = "503", 60  # Retry-After beyond the 3 s budget
+    result = cli_run("run", "--config", "{config}", "-v")
+    assert result.returncode == ExitCode.TEMPFAIL
+    assert "token endpoint unavailable (HTTP 503" in result.stderr
+    assert cache_path.read_bytes() == raw
+
+
+def test_connection_refused_exits_75(saxo, run_cli, config_file, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    config = config_file(token_url="http://127.0.0.1:9/token", retry_budget_secs=1)
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == ExitCode.TEMPFAIL
+    assert "cannot reach the token endpoint" in result.stderr
+    assert cache_path.read_bytes() == raw
+
+
+def test_lock_held_elsewhere_exits_75(saxo, run_cli, config_file, cache_path: Path) -> None:
+    import filelock
+
+    raw = due_cache(saxo, cache_path)
+    config = config_file(lock_timeout_secs=1)
+    with filelock.FileLock(f"{cache_path}.lock"):
+        result = run_cli("run", "--config", str(config))
+    assert result.returncode == ExitCode.TEMPFAIL
+    assert "still held by another run after 1 s" in result.stderr
+    assert saxo.requests == []
+    assert cache_path.read_bytes() == raw
+
+
+def test_unusable_2xx_exits_75_and_warns(saxo, cli_run, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    saxo.fault = "200-html"
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.TEMPFAIL
+    assert "may already be spent" in result.stderr
+    assert cache_path.read_bytes() == raw
+
+
+# -- 77: re-authorization -------------------------------------------------------------------
+
+
+def test_invalid_grant_exits_77_and_asks_for_a_person(saxo, cli_run, cache_path: Path) -> None:
+    data = saxo.seed_cache(age=1000)
+    data["refresh_token"] = "revoked-refresh-token"
+    raw = write_json(cache_path, data)
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.NOPERM
+    assert "ERROR" in result.stderr
+    assert "invalid_grant" in result.stderr
+    assert "Manual re-authorization required" in result.stderr
+    assert cache_path.read_bytes() == raw
+
+
+def test_expired_token_exits_77_without_calling(saxo, cli_run, cache_path: Path) -> None:
+    raw = write_json(cache_path, saxo.seed_cache(age=4000))
+    for args in (("run",), ("run", "--dry-run"), ("run", "--force")):
+        result = cli_run(*args, "--config", "{config}")
+        assert result.returncode == ExitCode.NOPERM
+        assert "refresh token expired; Manual re-authorization required" in result.stderr
+    assert saxo.requests == []
+    assert cache_path.read_bytes() == raw
+
+
+def test_force_without_refresh_token_exits_77(saxo, cli_run, cache_path: Path) -> None:
+    data = saxo.seed_cache(age=10)
+    del data["refresh_token"], data["refresh_token_expires_in"]
+    data["expires_in"] = 86400
+    raw = write_json(cache_path, data)
+    valid = cli_run("run", "--config", "{config}")
+    assert valid.returncode == 0
+    assert "WARNING the token has no refresh token" in valid.stderr
+    forced = cli_run("run", "--force", "--config", "{config}")
+    assert forced.returncode == ExitCode.NOPERM
+    assert cache_path.read_bytes() == raw
+
+
+# -- 78: configuration ----------------------------------------------------------------------
+
+
+def test_missing_credentials_exit_78_even_when_valid(saxo, cli_run, cache_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    env = base_env()
+    del env["SAXOBANK_APP_SECRET_LIVE"]
+    result = cli_run("run", "--config", "{config}", env=env)
+    assert result.returncode == ExitCode.CONFIG
+    assert "SAXOBANK_APP_SECRET_LIVE is not set" in result.stderr
+
+
+def test_conflicting_secret_file_exits_78(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    (tmp_path / "secret").write_text(APP_SECRET + "\n")
+    env = base_env(SAXOBANK_APP_SECRET_LIVE_FILE=str(tmp_path / "secret"))
+    result = cli_run("run", "--config", "{config}", env=env)
+    assert result.returncode == ExitCode.CONFIG
+    assert "both SAXOBANK_APP_SECRET_LIVE and SAXOBANK_APP_SECRET_LIVE_FILE" in result.stderr
+
+
+def test_secret_file_works(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+    due_cache(saxo, cache_path)
+    (tmp_path / "secret").write_text(APP_SECRET + "\n")
+    env = base_env(SAXOBANK_APP_SECRET_LIVE_FILE=str(tmp_path / "secret"))
+    del env["SAXOBANK_APP_SECRET_LIVE"]
+    result = cli_run("run", "--config", "{config}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert saxo.requests[-1]["auth_ok"]
+
+
+def test_bad_config_exits_78_naming_the_key(cli_run, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("interval_secs: -5\nbogus: true\n")
+    result = cli_run("run", "--config", str(config))
+    assert result.returncode == ExitCode.CONFIG
+    assert "interval_secs: must be between 60 and 86400" in result.stderr
+    assert "unknown key 'bogus'" in result.stderr
+
+
+def test_rejected_credentials_exit_78(saxo, cli_run, cache_path: Path) -> None:
+    raw = due_cache(saxo, cache_path)
+    env = base_env(SAXOBANK_APP_SECRET_LIVE="wrong-secret-value")
+    result = cli_run("run", "--config", "{config}", "-v", env=env)
+    assert result.returncode == ExitCode.CONFIG
+    assert "rejected the client credentials" in result.stderr
+    assert "wrong-secret-value" not in result.stderr
+    assert cache_path.read_bytes() == raw
+
+
+@pytest.mark.parametrize("fault", ["redirect", "404"])
+def test_wrong_token_url_exits_78(saxo, cli_run, cache_path: Path, fault: str) -> None:
+    raw = due_cache(saxo, cache_path)
+    saxo.fault = fault
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.CONFIG
+    assert "check token_url" in result.stderr
+    assert len(saxo.requests) == 1  # the redirect was not followed
+    assert cache_path.read_bytes() == raw
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+def test_status_needs_no_credentials_and_reports_json(saxo, cli_run, cache_path: Path) -> None:
+    valid_cache(saxo, cache_path)
+    env = {k: v for k, v in base_env().items() if not k.startswith("SAXOBANK_")}
+    result = cli_run("status", "--config", "{config}", "--json", env=env)
+    assert result.returncode == 0
+    info = json.loads(result.stdout)
+    assert info["path"] == str(cache_path)
+    assert info["state"] == "valid"
+    assert 1180 <= info["access_expires_in_secs"] <= 1190
+    assert 3580 <= info["refresh_expires_in_secs"] <= 3590
+    for key in ("issued_at", "access_expires_at", "refresh_expires_at", "mtime"):
+        assert info[key].endswith("Z")
+    assert not Path(f"{cache_path}.lock").exists()
+    text = cli_run("status", "--config", "{config}", env=env)
+    assert "state:          valid" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("age", "expected", "state"),
+    [(10, 0, "valid"), (1000, 0, "needs_refresh"), (1300, 75, "needs_refresh"), (4000, 77, "expired")],
+)
+def test_status_exit_is_a_healthcheck(
+    saxo, cli_run, cache_path: Path, age: int, expected: int, state
+) -> None:
+    write_json(cache_path, saxo.seed_cache(age=age))
+    result = cli_run("status", "--config", "{config}", "--json")
+    assert result.returncode == expected
+    assert json.loads(result.stdout)["state"] == state
+
+
+def test_status_of_missing_and_broken_cache(cli_run, cache_path: Path) -> None:
+    assert cli_run("status", "--config", "{config}").returncode == ExitCode.NOINPUT
+    cache_path.write_text("[]")
+    assert cli_run("status", "--config", "{config}").returncode == ExitCode.DATAERR
+
+
+# -- invariant 2: concurrent runs spend the refresh token once -----------------------------
+
+
+def test_concurrent_runs_refresh_once(saxo, config_file, cache_path: Path) -> None:
+    due_cache(saxo, cache_path)
+    saxo.delay = 0.3  # keep the winner inside the lock while the others queue
+    config = str(config_file())
+    procs = [
+        subprocess.Popen(
+            [*COMMAND, "run", "--config", config], env=base_env(), stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(10)
+    ]
+    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
+    for proc in procs:
+        if proc.stderr:
+            proc.stderr.close()
+    assert [code for code, _ in results] == [0] * 10, results
+    assert saxo.refreshes == 1
+    assert saxo.reuses == 0
+    assert len(saxo.requests) == 1
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
+    assert sum("token refreshed:" in err for _, err in results) == 1
+
+
+def test_no_temp_or_stray_files_after_runs(saxo, cli_run, cache_path: Path) -> None:
+    due_cache(saxo, cache_path)
+    assert cli_run("run", "--config", "{config}").returncode == 0
+    names = sorted(os.listdir(cache_path.parent))
+    assert names in ([cache_path.name], [cache_path.name, f"{cache_path.name}.lock"])
