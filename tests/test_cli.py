@@ -59,7 +59,7 @@ def test_refresh_then_valid(saxo, cli_run, cache_path: Path) -> None:
     first = cli_run("run", "--config", "{config}", "-v")
     assert first.returncode == 0, first.stderr
     assert re.search(
-        r"INFO token refreshed: access token 11\d\d s left, refresh token 3[56]\d\d s left", first.stderr
+        r"INFO token refreshed: access token 1[12]\d\d s left, refresh token 3[56]\d\d s left", first.stderr
     )
     data = json.loads(cache_path.read_text())
     assert data["access_token"] == saxo.issued_access[-1]
