@@ -432,3 +432,12 @@ def test_no_temp_or_stray_files_after_runs(saxo, cli_run, cache_path: Path) -> N
     assert cli_run("run", "--config", "{config}").returncode == 0
     names = sorted(os.listdir(cache_path.parent))
     assert names in ([cache_path.name], [cache_path.name, f"{cache_path.name}.lock"])
+
+
+def test_issued_at_in_the_future_warns_and_refreshes(saxo, cli_run, cache_path: Path) -> None:
+    write_json(cache_path, saxo.seed_cache(age=-3600))
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == 0
+    assert "WARNING issued_at is more than 300 s in the future" in result.stderr
+    assert "token refreshed" in result.stderr
+    assert json.loads(cache_path.read_text())["issued_at"] <= time.time()

@@ -90,6 +90,8 @@ def run_cycle(
     token = cache.load_cache(path)
     assessment = classify(token, now=clock(), horizon=horizon)
     log.debug("classified %s: %s", assessment.state, assessment.reason)
+    if assessment.issued_in_future:
+        log.warning("issued_at is more than 300 s in the future; check the clocks (treated as due)")
     _reauth_if_expired(assessment)
     if force and token.refresh_token is None:
         raise ReauthorizationRequired(
