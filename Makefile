@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean compat
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ lint: $(STAMP)
 
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+
+# The package promises Python >= 3.9: run the unit and CLI tests under the oldest Python found.
+PY_OLDEST ?= $(firstword $(wildcard /usr/bin/python3.9 /usr/local/bin/python3.9 $(HOME)/.pyenv/versions/3.9*/bin/python3.9))
+compat:
+	@if [ -z "$(PY_OLDEST)" ]; then echo "compat: no python3.9 on this machine, skipped"; exit 0; fi; \
+	test -x .venv39/bin/python || $(PY_OLDEST) -m venv .venv39; \
+	.venv39/bin/python -m pip install --quiet '.[test]' && \
+	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider \
+		--ignore=tests/e2e tests
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/demo.py
