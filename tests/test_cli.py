@@ -441,3 +441,21 @@ def test_issued_at_in_the_future_warns_and_refreshes(saxo, cli_run, cache_path: 
     assert "WARNING issued_at is more than 300 s in the future" in result.stderr
     assert "token refreshed" in result.stderr
     assert json.loads(cache_path.read_text())["issued_at"] <= time.time()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stop_signal_during_refresh_waits_for_the_save(saxo, config_file, cache_path: Path, sig) -> None:
+    due_cache(saxo, cache_path)
+    saxo.delay = 1.5  # the server has spent the token and is slow to answer
+    proc = subprocess.Popen(
+        [*COMMAND, "run", "--config", str(config_file())], env=base_env(), stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 20
+    while saxo.refreshes == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert saxo.refreshes == 1
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert f"signal {int(sig)} arrived during the refresh" in err
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh

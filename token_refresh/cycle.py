@@ -60,6 +60,33 @@ def _acquire(path: str, timeout: float) -> Iterator[None]:
         lock.release()
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[list[int]]:
+    """Hold SIGTERM, SIGINT and SIGHUP from sending the request until the new token is saved.
+
+    Once Saxo has spent the refresh token, dying before the save breaks the chain
+    (context.md); a scheduler's stop signal can wait the few seconds that takes.
+    """
+    import signal
+    import threading
+
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers can only be set from the main thread
+        return
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    held = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, hold) for sig in held}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _reauth_if_expired(assessment: Assessment) -> None:
     if assessment.state is State.EXPIRED:
         raise ReauthorizationRequired(f"token expired: {assessment.reason}")
@@ -131,16 +158,21 @@ def _refresh(
     reserve = len(token.raw) + cache.RESERVE_SLACK
     with cache.PendingWrite(path, reserve=reserve) as pending:
         session = session_factory()
-        sent_at = clock()
-        response = saxo.refresh_grant(
-            session,
-            token_url=config.token_url,
-            refresh_token=token.refresh_token,
-            credentials=credentials,
-            timeout=config.http_timeout_secs,
+        with _signals_held() as received:
+            sent_at = clock()
+            response = saxo.refresh_grant(
+                session,
+                token_url=config.token_url,
+                refresh_token=token.refresh_token,
+                credentials=credentials,
+                timeout=config.http_timeout_secs,
+            )
+            content = cache.serialize(merge_response(token, response, sent_at=sent_at))
+            pending.commit(content)
+    if received:
+        log.warning(
+            "signal %d arrived during the refresh; it waited until the new token was saved", received[0]
         )
-        content = cache.serialize(merge_response(token, response, sent_at=sent_at))
-        pending.commit(content)
     new_token = cache.parse_token(json.loads(content), path=path, raw=content)
     new_assessment = classify(new_token, now=clock(), horizon=config.horizon_secs)
     return Outcome("refreshed", new_token, new_assessment, path)
