@@ -268,8 +268,12 @@ def wait_for_redirect(
     class Handler(BaseHTTPRequestHandler):
         timeout = 10  # a connection that never sends its request cannot hold the listener
 
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            # the path only: a query may hold a code nobody has registered yet
+            log.debug("listener: %s %s -> %s", self.command, urlsplit(self.path).path, code)
+
         def log_message(self, format: str, *args: Any) -> None:
-            log.debug("listener: %s", redact.redact(format % args))
+            log.debug("listener: a request was refused (%s)", type(self).__name__)
 
         def _page(self, status: int, title: str, text: str) -> None:
             body = PAGE.format(title=html.escape(title), text=html.escape(redact.redact(text))).encode()
@@ -502,6 +506,10 @@ def authorize(
     path = os.path.realpath(config.cache_path)
     preflight(path)
     request = new_request(config, client_id=client_id, pkce=pkce)
+    if open_browser and not (has_display() or os.environ.get("BROWSER")):
+        # over SSH a console browser would take the terminal that the paste is read from
+        log.info("no display: not starting a browser; open the URL on any machine")
+        open_browser = False
 
     def announce() -> None:
         out.write(f"Open this URL in a browser and log in to Saxo:\n\n  {request.url}\n\n")
