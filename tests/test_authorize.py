@@ -60,7 +60,9 @@ def free_port() -> int:
 class Interactive:
     """The program as a process whose stderr is read while it runs."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], preexec_fn: Callable[[], None] | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [*COMMAND, *args],
             env=env,
@@ -68,6 +70,7 @@ class Interactive:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=preexec_fn,
         )
         self.out: list[str] = []
         self.err: list[str] = []
@@ -146,8 +149,15 @@ def auth_config(saxo: FakeSaxo, config_file: Callable[..., Path]) -> Callable[..
     return build
 
 
-def start(config: Path, *args: str, env: dict[str, str] | None = None) -> Interactive:
-    return Interactive(["authorize", "-v", "--config", str(config), *args], _env() if env is None else env)
+def start(
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> Interactive:
+    return Interactive(
+        ["authorize", "-v", "--config", str(config), *args], _env() if env is None else env, preexec_fn
+    )
 
 
 # -- full flows -------------------------------------------------------------------------------
@@ -388,6 +398,7 @@ def test_timeout_waiting_at_the_listener(
     result = app.finish(timeout=30)
 
     assert result.returncode == 75, result.stderr
+    assert time.monotonic() - app.started < 15  # 1 s asked; generous for a loaded machine
     assert "no redirect within 1 s" in result.stderr
     assert cache_path.read_bytes() == raw
     assert saxo.requests == []
@@ -404,6 +415,7 @@ def test_timeout_waiting_for_the_paste(
     result = app.finish()
 
     assert result.returncode == 75, result.stderr
+    assert time.monotonic() - app.started < 15
     assert "no redirect within 1 s" in result.stderr
     assert cache_path.read_bytes() == raw
     assert_no_secrets(saxo, result)
@@ -449,6 +461,28 @@ def test_unwritable_cache_directory_fails_before_the_login(
     assert "cannot create a file in" in result.stderr
     assert "Open this URL" not in result.stderr
     assert saxo.requests == []
+
+
+def test_no_room_for_the_new_cache_fails_before_the_code_is_spent(
+    saxo: FakeSaxo, auth_config: Callable[..., Path], cache_path: Path
+) -> None:
+    import resource
+
+    # the login passes the preflight (16 KiB), but reserving old size + 16 KiB before the
+    # exchange hits the file-size limit (root cannot bypass it; Python ignores SIGXFSZ)
+    raw = write_json(cache_path, saxo.seed_cache(age=5000, padding="x" * 20_000))
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    app = start(auth_config(), "--paste", "--no-browser", preexec_fn=limit)
+    result = app.finish(login(app.url()) + "\n")
+
+    assert result.returncode == 74, result.stderr
+    assert "cannot reserve" in result.stderr
+    assert saxo.requests == []  # the code was not spent: authorize can simply be run again
+    assert cache_path.read_bytes() == raw
+    assert_no_secrets(saxo, result)
 
 
 def test_help_documents_the_exit_statuses(run_cli: Any) -> None:
