@@ -190,6 +190,7 @@ def test_paste_flow_creates_a_cache_that_run_can_refresh(
     assert exchange["auth_ok"]
     assert exchange["redirect_uri"] == PASTE_REDIRECT
     assert exchange["code_verifier"] is None
+    assert data["issued_at"] <= exchange["time"]  # when the request was sent, not answered
     assert saxo.code_exchanges == 1
     assert "authorized: new token saved" in result.stderr
     import hashlib
