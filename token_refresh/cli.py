@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("token_refresh")
 
-SUBCOMMANDS = ("run", "status")
+SUBCOMMANDS = ("run", "status", "authorize")
 EXIT_TABLE = """\
 exit status:
   0   token valid, or refreshed and saved
@@ -32,6 +32,30 @@ exit status:
   78  configuration error: config file, credentials, 401/403/invalid_client,
       a redirect, 404 or another 4xx from the token URL
 """
+AUTHORIZE_EXIT_TABLE = """\
+exit status (the cache is untouched unless the status is 0):
+  0   new token saved
+  2   command-line usage error
+  65  the redirect does not answer this request: state mismatch, no code, nothing pasted
+  66  the existing cache cannot be read
+  74  the new cache could not be written (checked before the browser opens and
+      again before the code is exchanged)
+  75  no redirect within --timeout; listener port busy; network, 429/5xx; lock busy
+  77  refused: error= in the redirect (e.g. access_denied), or Saxo rejected the
+      code (invalid_grant: expired, already used, PKCE or redirect_uri mismatch)
+  78  configuration error: redirect_uri missing or not usable with --listen,
+      credentials, 401/403/invalid_client, a wrong token URL
+"""
+
+
+def _positive_secs(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    return value
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,status}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize}")
     run = sub.add_parser(
         "run",
         help="refresh the token if it would not survive until the next run (default)",
@@ -82,6 +106,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(status)
     status.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    auth = sub.add_parser(
+        "authorize",
+        help="log in through a browser and save a new token (first login, after invalid_grant)",
+        description=(
+            "Run the OAuth authorization-code flow: print (and open) Saxo's login URL, take the "
+            "redirect back, exchange the code and save the new token, replacing the cache's "
+            "token fields. Needs redirect_uri in the config."
+        ),
+        epilog=AUTHORIZE_EXIT_TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(auth)
+    how = auth.add_mutually_exclusive_group()
+    how.add_argument(
+        "--listen",
+        dest="mode",
+        action="store_const",
+        const="listen",
+        help="serve the http://localhost:PORT/ redirect_uri on 127.0.0.1 and catch the redirect "
+        "(default when redirect_uri is such an address and a display is available)",
+    )
+    how.add_argument(
+        "--paste",
+        dest="mode",
+        action="store_const",
+        const="paste",
+        help="read the redirected URL (or the bare code) from standard input (default otherwise)",
+    )
+    auth.add_argument(
+        "--pkce", action="store_true", help="send an S256 code challenge; the exchange sends no secret"
+    )
+    auth.add_argument("--no-browser", action="store_true", help="only print the URL")
+    auth.add_argument(
+        "--timeout",
+        type=_positive_secs,
+        default=300.0,
+        metavar="SECS",
+        help="how long to wait for the redirect or the paste (default: 300)",
+    )
+    noise = auth.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug detail and tracebacks")
+    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return parser
 
 
@@ -167,6 +233,36 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_authorize(args: argparse.Namespace) -> int:
+    from token_refresh import authorize
+    from token_refresh.config import load_app_key, load_config, load_credentials
+
+    config = load_config(args.config, cache_override=args.cache)
+    mode = authorize.choose_mode(config, args.mode)
+    if args.pkce:
+        client_id, credentials = load_app_key(config.environment), None
+    else:
+        credentials = load_credentials(config.environment)
+        redact.register(credentials.app_secret)
+        client_id = credentials.app_key
+    log.debug("config from %s; cache %s; %s mode", config.source, config.cache_path, mode)
+    result = authorize.authorize(
+        config=config,
+        client_id=client_id,
+        credentials=credentials,
+        mode=mode,
+        pkce=args.pkce,
+        open_browser=not args.no_browser,
+        timeout=args.timeout,
+        clock=time.time,
+        session_factory=lambda: _session_factory(config.retry_budget_secs),
+        stdin=sys.stdin,
+        out=sys.stderr,
+    )
+    log.info("%s", authorize.summary(result))
+    return ExitCode.OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``token-refresh``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -177,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     verbose = getattr(args, "verbose", False)
     quiet = getattr(args, "quiet", False)
     _setup_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    handler = _cmd_status if args.command == "status" else _cmd_run
+    handler = {"status": _cmd_status, "authorize": _cmd_authorize}.get(args.command, _cmd_run)
     try:
         return handler(args)
     except ReauthorizationRequired as e:

@@ -12,6 +12,10 @@ TOKEN_URLS = {
     "live": "https://live.logonvalidation.net/token",
     "sim": "https://sim.logonvalidation.net/token",
 }
+AUTHORIZE_URLS = {
+    "live": "https://live.logonvalidation.net/authorize",
+    "sim": "https://sim.logonvalidation.net/authorize",
+}
 DEFAULT_CACHE_PATHS = {
     "live": "/data/tokens/saxobank_tokens_live.json",
     "sim": "/data/tokens/saxobank_tokens_sim.json",
@@ -35,7 +39,7 @@ DEFAULTS: dict[str, float] = {
     "http_timeout_secs": 10,
     "retry_budget_secs": 60,
 }
-KNOWN_KEYS = ("environment", "token_url", "cache_path", *NUMERIC_KEYS)
+KNOWN_KEYS = ("environment", "token_url", "cache_path", "authorize_url", "redirect_uri", *NUMERIC_KEYS)
 
 
 class Config(NamedTuple):
@@ -50,6 +54,8 @@ class Config(NamedTuple):
     http_timeout_secs: float = 10
     retry_budget_secs: float = 60
     source: str = "built-in defaults"
+    authorize_url: str = AUTHORIZE_URLS["live"]
+    redirect_uri: str | None = None  # required only by ``authorize``
 
     @property
     def horizon_secs(self) -> float:
@@ -134,17 +140,26 @@ def config_from_mapping(data: object, source: str) -> Config:
             values[key] = value
 
     token_url = _check_url("token_url", data.get("token_url", TOKEN_URLS[environment]), problems)
+    authorize_url = _check_url(
+        "authorize_url", data.get("authorize_url", AUTHORIZE_URLS[environment]), problems
+    )
+    redirect_uri = None
+    if data.get("redirect_uri") is not None:
+        redirect_uri = _check_url("redirect_uri", data["redirect_uri"], problems)
     cache_path = data.get("cache_path", DEFAULT_CACHE_PATHS[environment])
     if not isinstance(cache_path, str) or not cache_path:
         problems.append(f"cache_path: must be a non-empty string, got {type(cache_path).__name__}")
     if problems:
         raise ConfigError(source, problems)
     assert token_url is not None
+    assert authorize_url is not None
     return Config(
         environment=environment,
         token_url=token_url,
         cache_path=cache_path,
         source=source,
+        authorize_url=authorize_url,
+        redirect_uri=redirect_uri,
         **values,
     )
 
@@ -192,6 +207,15 @@ def _read_credential(name: str, environ: Mapping[str, str], problems: list[str])
     if not direct.strip():
         problems.append(f"{name} is not set (nor {file_name})")
     return direct
+
+
+def load_app_key(environment: str, environ: Mapping[str, str] = os.environ) -> str:
+    """Read the app key alone: a PKCE code exchange sends no secret."""
+    problems: list[str] = []
+    app_key = _read_credential(credential_names(environment)[0], environ, problems)
+    if problems:
+        raise ConfigError("environment", problems)
+    return app_key
 
 
 def load_credentials(environment: str, environ: Mapping[str, str] = os.environ) -> Credentials:
