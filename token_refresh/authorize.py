@@ -432,7 +432,7 @@ def exchange_and_save(
 ) -> Result:
     """Under the cache lock: reserve the new file, exchange the code, save atomically."""
     from token_refresh import saxo
-    from token_refresh.cycle import _acquire, lock_path
+    from token_refresh.cycle import acquire_lock, lock_path
 
     redact.register(code)
     path = os.path.realpath(config.cache_path)
@@ -440,7 +440,7 @@ def exchange_and_save(
     if request.verifier is not None:
         form.update(client_id=client_id, code_verifier=request.verifier)
         credentials = None  # PKCE: the verifier, not the secret, proves who asks
-    with _acquire(lock_path(path), config.lock_timeout_secs):
+    with acquire_lock(lock_path(path), config.lock_timeout_secs):
         for name in cache.remove_stale_temps(path):
             log.warning("removed %s left by an interrupted run", name)
         previous, old_token, old_size = _previous(path)

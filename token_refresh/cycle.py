@@ -38,7 +38,8 @@ def lock_path(cache_path: str) -> str:
 
 
 @contextlib.contextmanager
-def _acquire(path: str, timeout: float) -> Iterator[None]:
+def acquire_lock(path: str, timeout: float) -> Iterator[None]:
+    """Hold the sidecar lock; a LockTimeoutError (75) after ``timeout`` seconds."""
     import filelock
 
     kwargs: dict[str, Any] = {"timeout": timeout, "mode": 0o664}  # group-writable: see context.md
@@ -129,7 +130,7 @@ def run_cycle(
     if dry_run:
         return Outcome("would_refresh", token, assessment, path)
 
-    with _acquire(lock_path(path), config.lock_timeout_secs):
+    with acquire_lock(lock_path(path), config.lock_timeout_secs):
         for name in cache.remove_stale_temps(path):
             log.warning("removed %s left by an interrupted run", name)
         latest = cache.load_cache(path)

@@ -107,4 +107,4 @@ class ReauthorizationRequired(TokenRefreshError):
         super().__init__(reason)
 
     def __str__(self) -> str:
-        return f"{self.reason}; Manual re-authorization required"
+        return f"{self.reason}; Manual re-authorization required (run: token-refresh authorize)"
