@@ -32,7 +32,7 @@ def _help(*args: str) -> str:
     return result.stdout
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def subcommands() -> frozenset[str]:
     """The subcommands listed by ``token-refresh --help`` (``{run,status,...}``)."""
     match = re.search(r"\{([a-z,-]+)\}", _help())
@@ -40,20 +40,22 @@ def subcommands() -> frozenset[str]:
     return frozenset(match.group(1).split(","))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def options(subcommand: str) -> frozenset[str]:
-    """Every option string that ``token-refresh SUBCOMMAND --help`` shows."""
-    return frozenset(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", _help(subcommand)))
+    """Every option string that ``token-refresh SUBCOMMAND --help`` shows ("" for the top level)."""
+    text = _help(subcommand) if subcommand else _help()
+    return frozenset(re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", text))
 
 
-def invocation_problems(
-    args: Sequence[str], allowed: frozenset[tuple[str, str]] = frozenset()
-) -> list[str]:
+def invocation_problems(args: Sequence[str], allowed: frozenset[tuple[str, str]] = frozenset()) -> list[str]:
     """What is wrong with ``token-refresh ARGS``: an unknown subcommand or flag (``[]`` if none).
 
     ``allowed`` holds (subcommand, flag) pairs (flag "" for a whole subcommand) that may be missing.
     """
     args = list(args)
+    top_level = options("") - options("run")  # --version: main() does not insert `run` for it
+    if args and args[0] in top_level:
+        return [f"top level: unknown option {a!r}" for a in args if a.startswith("-") and a not in top_level]
     sub = "run"
     if args and not args[0].startswith("-"):
         sub = args.pop(0)

@@ -9,10 +9,9 @@ from typing import Any, Callable
 
 import pytest
 import yaml
+from conftest import write_json
 from deploy_support import REPO, cli_bin_dir, invocation_problems
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
-
-from conftest import write_json
 
 DOCKER_TASK = REPO / "cron" / "synology-task.sh"
 VENV_TASK = REPO / "cron" / "synology-task-venv.sh"
@@ -28,7 +27,9 @@ def _stub_docker(tmp_path: Path) -> tuple[Path, Path]:
     return stub, args_file
 
 
-def _docker_task(tmp_path: Path, status: int = 0, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+def _docker_task(
+    tmp_path: Path, status: int = 0, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path]:
     stub, args_file = _stub_docker(tmp_path)
     env_file = tmp_path / ".env"
     env_file.write_text("SAXOBANK_APP_KEY_LIVE=k\n")
@@ -63,7 +64,16 @@ def test_docker_task_runs_one_cycle_in_a_one_shot_container_without_tty(tmp_path
     assert result.returncode == 0, result.stderr
     args = args_file.read_text().splitlines()
     env_file = str(tmp_path / ".env")
-    assert args[:8] == ["compose", "--project-directory", str(REPO), "-f", str(COMPOSE), "--env-file", env_file, "run"]
+    assert args[:8] == [
+        "compose",
+        "--project-directory",
+        str(REPO),
+        "-f",
+        str(COMPOSE),
+        "--env-file",
+        env_file,
+        "run",
+    ]
     run_opts = args[8 : args.index("token-refresh-cron")]
     assert set(run_opts) == {"--rm", "-T", "--no-deps"}
     assert not {"-t", "-it", "--tty", "-i", "--interactive"} & set(args)
@@ -74,7 +84,17 @@ def test_docker_task_runs_one_cycle_in_a_one_shot_container_without_tty(tmp_path
     assert invocation_problems(program[1:]) == []
 
 
-@pytest.mark.parametrize(("status", "hint"), [(0, ""), (75, "temporary"), (77, "RE-AUTHORIZATION"), (78, "configuration"), (66, "cache"), (1, "docker compose")])
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (0, ""),
+        (75, "temporary"),
+        (77, "RE-AUTHORIZATION"),
+        (78, "configuration"),
+        (66, "cache"),
+        (1, "docker compose"),
+    ],
+)
 def test_docker_task_passes_the_exit_status_through(tmp_path: Path, status: int, hint: str) -> None:
     result, _ = _docker_task(tmp_path, status)
     assert result.returncode == status
@@ -90,9 +110,7 @@ def test_docker_task_without_env_file_exits_78_naming_it(tmp_path: Path) -> None
     assert not args_file.exists()
 
 
-def _venv_task(
-    tmp_path: Path, cache: Path, config: Path, env_text: str
-) -> subprocess.CompletedProcess[str]:
+def _venv_task(tmp_path: Path, cache: Path, config: Path, env_text: str) -> subprocess.CompletedProcess[str]:
     env_file = tmp_path / "aegis.env"
     env_file.write_text(env_text)
     env = {
@@ -143,7 +161,9 @@ def test_venv_task_passes_a_failure_status_through(
     assert cache_path.read_bytes() == before
 
 
-def test_venv_task_missing_cache_exits_66(tmp_path: Path, cache_path: Path, config_file: Callable[..., Path]) -> None:
+def test_venv_task_missing_cache_exits_66(
+    tmp_path: Path, cache_path: Path, config_file: Callable[..., Path]
+) -> None:
     env_text = f"SAXOBANK_APP_KEY_LIVE={APP_KEY}\nSAXOBANK_APP_SECRET_LIVE={APP_SECRET}\n"
     result = _venv_task(tmp_path, cache_path, config_file(), env_text)
     assert result.returncode == 66
