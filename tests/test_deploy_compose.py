@@ -249,3 +249,13 @@ def test_shipped_configs_load_and_match_their_environment(name: str, environment
     assert config.token_url == cfg.TOKEN_URLS[environment]
     assert config.cache_path == cfg.DEFAULT_CACHE_PATHS[environment]
     assert set(yaml.safe_load(path.read_text())) == set(cfg.KNOWN_KEYS), "every key shown"
+
+
+def test_build_context_excludes_env_files_and_the_venv() -> None:
+    ignored = {ln.strip() for ln in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {".env", "*.env", "**/.env", ".venv", ".git"} <= ignored
+    copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), re.M)
+    for sources in copied:
+        for source in sources.split():
+            assert (REPO / source).exists(), source
+            assert source.rstrip("/") not in ignored, f"{source} is copied but excluded from the context"
