@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint venv clean compat
+.PHONY: test demo lint lint-deploy venv clean compat
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check token_refresh tests
 	$(BIN)/mypy --strict token_refresh
 
-test: lint
+# Static checks of the deployment files (no Docker engine here): every shell script, the Dockerfile.
+lint-deploy: $(STAMP)
+	$(BIN)/shellcheck $$(grep -rlE --exclude-dir='.venv*' --exclude-dir=.git --exclude='*.py' --exclude='*.md' \
+		'^#!(/bin/|/usr/bin/env )(ba)?sh' .)
+	$(BIN)/hadolint Dockerfile
+
+test: lint lint-deploy
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 # The package promises Python >= 3.9: run the unit and CLI tests under the oldest Python found.

@@ -1,0 +1,102 @@
+"""The crontab fires every 900 s and runs the real console script; the entrypoint behaves."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from conftest import base_env, write_json
+from croniter import croniter
+from deploy_support import REPO, cli_bin_dir, console_script_name, invocation_problems
+from fake_saxo import FakeSaxo
+
+CRONTAB = REPO / "cron" / "crontab"
+ENTRYPOINT = REPO / "cron" / "entrypoint.sh"
+
+
+def crontab_entries() -> list[tuple[str, list[str]]]:
+    """(five-field schedule, command words) for every job line."""
+    entries = []
+    for line in CRONTAB.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = line.split(None, 5)
+        assert len(fields) == 6, f"not a five-field cron line: {line!r}"
+        entries.append((" ".join(fields[:5]), shlex.split(fields[5])))
+    return entries
+
+
+def test_crontab_fires_every_900_seconds_for_a_whole_day() -> None:
+    (schedule, _), *rest = crontab_entries()
+    assert not rest, "exactly one job: two would race for the same refresh token"
+    start = datetime(2026, 3, 29, 0, 7, tzinfo=timezone.utc)  # a DST change day in Europe
+    it = croniter(schedule, start)
+    fires = [it.get_next(datetime) for _ in range(4 * 24 + 1)]
+    gaps = {(b - a).total_seconds() for a, b in zip(fires, fires[1:])}
+    assert gaps == {900.0}
+    assert fires[0] - start <= timedelta(seconds=900)
+    assert all(f.minute % 15 == 0 and f.second == 0 for f in fires)
+
+
+def test_crontab_runs_the_installed_console_script_with_a_real_subcommand() -> None:
+    (_, words), *_ = crontab_entries()
+    assert words[0] == console_script_name() == "token-refresh"
+    assert words[1] == "run"
+    assert invocation_problems(words[1:]) == []
+
+
+def _fake_supercronic(tmp_path: Path) -> Path:
+    bin_dir = cli_bin_dir(tmp_path)
+    stub = bin_dir / "supercronic"
+    stub.write_text('#!/bin/sh\necho "fake supercronic started: $*"\n')
+    stub.chmod(0o755)
+    return bin_dir
+
+
+def _entrypoint(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    path = f"{_fake_supercronic(tmp_path)}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args],
+        env=base_env(PATH=path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_entrypoint_runs_one_cycle_then_starts_the_schedule(
+    tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
+) -> None:
+    seed: dict[str, Any] = saxo.seed_cache(age=1000)
+    write_json(cache_path, seed)
+    result = _entrypoint(
+        tmp_path, "supercronic", "-passthrough-logs", "/crontab", TOKEN_REFRESH_CONFIG=str(config_file())
+    )
+    assert result.returncode == 0, result.stderr
+    assert saxo.refreshes == 1
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
+    assert "token refreshed" in result.stderr
+    assert "fake supercronic started: -passthrough-logs /crontab" in result.stdout
+
+
+def test_entrypoint_starts_the_schedule_even_when_the_first_cycle_fails(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    result = _entrypoint(tmp_path, "supercronic", "/crontab", TOKEN_REFRESH_CONFIG=str(config_file()))
+    assert result.returncode == 0
+    assert "first cycle exited 66" in result.stderr
+    assert "fake supercronic started" in result.stdout
+
+
+def test_entrypoint_passes_any_other_command_through_with_its_exit_status(
+    tmp_path: Path, config_file: Callable[..., Path]
+) -> None:
+    result = _entrypoint(tmp_path, "token-refresh", "status", TOKEN_REFRESH_CONFIG=str(config_file()))
+    assert result.returncode == 66
+    assert "fake supercronic" not in result.stdout
