@@ -13,7 +13,6 @@ RUNBOOK = REPO / "docs" / "RUNBOOK.md"
 # text can be merged. The lead deletes each entry when the branch that adds it is merged.
 PENDING: frozenset[tuple[str, str]] = frozenset(
     {
-        ("authorize", ""),  # `token-refresh authorize` (re-authorization branch)
         ("status", "--since"),  # `status` over several `--cache` with `--since`
         ("run", "--metrics-file"),  # metrics branch
         ("run", "--log-format"),  # structured-logging branch
