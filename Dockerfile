@@ -4,26 +4,24 @@
 # Written for the classic builder too (no BuildKit-only syntax), since DSM's Docker may be old.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
-# --- supercronic: a release binary (not in Debian or PyPI), pinned and verified by checksum ---
+# --- supercronic: a release binary (not in Debian or PyPI), pinned and verified by SHA-256 ---
 FROM ${PYTHON_IMAGE} AS supercronic
-# v0.2.51 is the newest release found (2026-11). Upstream publishes only a SHA-1 per binary, in
-# the release notes; the SHA-1 below is that published value and is always checked.
-# No published SHA-256 exists, and none could be computed here (no Docker host, no network), so
-# SUPERCRONIC_SHA256 is empty: the build then prints the binary's SHA-256. Confirm it on a
-# Docker host against a second download and pin it here or with --build-arg (docs/RUNBOOK.md).
-# Another architecture (arm64 NAS): pass SUPERCRONIC_ARCH and its SHA-1 from the same release page.
-ARG SUPERCRONIC_VERSION=v0.2.51
+# v0.2.49. Upstream's release notes publish SHA-1 sums only; the SHA-256 values below are the ones
+# GitHub's release API reports for these assets, as recorded identically by several independent
+# public Dockerfiles (amd64 by four, arm64 by two). They could not be recomputed here (no network
+# to GitHub): confirm once on a Docker host, see docs/RUNBOOK.md. A mismatch fails the build.
+ARG SUPERCRONIC_VERSION=v0.2.49
 ARG SUPERCRONIC_ARCH=amd64
-ARG SUPERCRONIC_SHA1=1692066e350a88ff4d7d6474fe3c7a6c41ec5e89
-ARG SUPERCRONIC_SHA256=
+ARG SUPERCRONIC_SHA256_AMD64=a53ae236602c7338aba3fbaff40bda6300eae3b9fedb8261eb06cfe3724430c1
+ARG SUPERCRONIC_SHA256_ARM64=02aa0cb229ba09050cba6638059dadb9eedc2276632ea43d6a57a2f8c1629dd5
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ADD https://github.com/aptible/supercronic/releases/download/${SUPERCRONIC_VERSION}/supercronic-linux-${SUPERCRONIC_ARCH} /supercronic
-RUN echo "${SUPERCRONIC_SHA1}  /supercronic" | sha1sum -c - \
- && if [ -n "${SUPERCRONIC_SHA256}" ]; then \
-      echo "${SUPERCRONIC_SHA256}  /supercronic" | sha256sum -c -; \
-    else \
-      echo "WARNING: SUPERCRONIC_SHA256 not pinned; SHA-1 verified; sha256: $(sha256sum /supercronic)"; \
-    fi \
+RUN case "${SUPERCRONIC_ARCH}" in \
+      amd64) sum="${SUPERCRONIC_SHA256_AMD64}" ;; \
+      arm64) sum="${SUPERCRONIC_SHA256_ARM64}" ;; \
+      *) echo "no SHA-256 pinned for ${SUPERCRONIC_ARCH}" >&2; exit 1 ;; \
+    esac \
+ && echo "${sum}  /supercronic" | sha256sum -c - \
  && chmod 0755 /supercronic
 
 # --- the package and its dependencies in a virtual environment, copied whole below ---

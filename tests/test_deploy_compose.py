@@ -218,14 +218,13 @@ def test_documented_manual_refresh_goes_through_the_same_file() -> None:
 
 def test_dockerfile_verifies_the_pinned_supercronic_release() -> None:
     text = DOCKERFILE.read_text()
-    version = re.search(r"^ARG SUPERCRONIC_VERSION=(v\d+\.\d+\.\d+)$", text, re.M)
-    sha1 = re.search(r"^ARG SUPERCRONIC_SHA1=([0-9a-f]*)$", text, re.M)
-    assert version
-    assert sha1
-    assert len(sha1.group(1)) == 40
+    assert re.search(r"^ARG SUPERCRONIC_VERSION=v\d+\.\d+\.\d+$", text, re.M)
+    sums = dict(re.findall(r"^ARG SUPERCRONIC_SHA256_(\w+)=([0-9a-f]{64})$", text, re.M))
+    assert set(sums) == {"AMD64", "ARM64"}
     assert "${SUPERCRONIC_VERSION}/supercronic-linux-${SUPERCRONIC_ARCH}" in text
-    assert "sha1sum -c -" in text
-    assert "sha256sum -c -" in text
+    # every architecture is checked and an unknown one stops the build
+    assert 'echo "${sum}  /supercronic" | sha256sum -c -' in text
+    assert "exit 1 ;;" in text
 
 
 def test_dockerfile_runs_non_root_and_bakes_in_no_secret() -> None:
