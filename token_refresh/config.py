@@ -27,6 +27,7 @@ NUMERIC_KEYS: dict[str, tuple[float, float]] = {
     "lock_timeout_secs": (0, 3600),
     "http_timeout_secs": (1, 300),
     "retry_budget_secs": (0, 3600),
+    "hook_timeout_secs": (1, 3600),
 }
 DEFAULTS: dict[str, float] = {
     "interval_secs": 900,
@@ -34,8 +35,10 @@ DEFAULTS: dict[str, float] = {
     "lock_timeout_secs": 30,
     "http_timeout_secs": 10,
     "retry_budget_secs": 60,
+    "hook_timeout_secs": 30,
 }
-KNOWN_KEYS = ("environment", "token_url", "cache_path", *NUMERIC_KEYS)
+KNOWN_KEYS = ("environment", "token_url", "cache_path", *NUMERIC_KEYS, "metrics_path", "hooks")
+HOOK_EVENTS = ("on_refresh", "on_failure")
 
 
 class Config(NamedTuple):
@@ -50,6 +53,10 @@ class Config(NamedTuple):
     http_timeout_secs: float = 10
     retry_budget_secs: float = 60
     source: str = "built-in defaults"
+    metrics_path: str | None = None  # Prometheus textfile written after every run
+    hooks_on_refresh: tuple[str, ...] = ()  # shell command lines
+    hooks_on_failure: tuple[str, ...] = ()
+    hook_timeout_secs: float = 30
 
     @property
     def horizon_secs(self) -> float:
@@ -107,6 +114,33 @@ def _check_url(key: str, value: object, problems: list[str]) -> str | None:
     return None
 
 
+def _observability(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``metrics_path`` and ``hooks: {on_refresh: [...], on_failure: [...]}``."""
+    values: dict[str, Any] = {}
+    metrics_path = data.get("metrics_path")
+    if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path):
+        problems.append(f"metrics_path: must be a non-empty string, got {type(metrics_path).__name__}")
+    else:
+        values["metrics_path"] = metrics_path
+    hooks = data.get("hooks")
+    hooks = {} if hooks is None else hooks
+    if not isinstance(hooks, dict):
+        problems.append(
+            f"hooks: must be a mapping of {' and '.join(HOOK_EVENTS)}, got {type(hooks).__name__}"
+        )
+        return values
+    for event, commands in hooks.items():
+        if event not in HOOK_EVENTS:
+            problems.append(f"hooks: unknown event {event!r} (known: {', '.join(HOOK_EVENTS)})")
+        elif commands is None:
+            continue  # `on_failure:` left empty in YAML
+        elif not isinstance(commands, list) or not all(isinstance(c, str) and c.strip() for c in commands):
+            problems.append(f"hooks.{event}: must be a list of non-empty command strings")
+        else:
+            values[f"hooks_{event}"] = tuple(commands)
+    return values
+
+
 def config_from_mapping(data: object, source: str) -> Config:
     """Validate a parsed config mapping; every problem is reported at once."""
     if data is None:
@@ -133,6 +167,7 @@ def config_from_mapping(data: object, source: str) -> Config:
         else:
             values[key] = value
 
+    values.update(_observability(data, problems))
     token_url = _check_url("token_url", data.get("token_url", TOKEN_URLS[environment]), problems)
     cache_path = data.get("cache_path", DEFAULT_CACHE_PATHS[environment])
     if not isinstance(cache_path, str) or not cache_path:
