@@ -84,13 +84,17 @@ class QuietHandler(logging.Handler):
             return
         if exit_code == 0 and getattr(main, FIELDS_ATTR, {}).get("action") in ("valid", "refreshed_by_other"):
             return  # cron mails any output; a healthy token is no news
-        others = [r.getMessage() for r in records if r is not main]
+        others = [_one_line(r.getMessage()) for r in records if r is not main]
         merged = logging.makeLogRecord(main.__dict__)
+        merged.msg, merged.args = _one_line(main.getMessage()), None
         if others:
-            merged.msg = main.getMessage() + "; also: " + "; ".join(others)
-            merged.args = None
+            merged.msg += "; also: " + "; ".join(others)
             merged.__dict__[FIELDS_ATTR] = {**getattr(main, FIELDS_ATTR, {}), "also": others}
         self.target.handle(merged)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(part.strip() for part in message.splitlines() if part.strip())
 
 
 def setup(level: int, log_format: str = "text", *, quiet: bool = False) -> QuietHandler | None:
