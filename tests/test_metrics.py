@@ -217,7 +217,7 @@ def test_alert_rules_use_metrics_the_program_writes(
 
 
 def test_alert_rules_pass_promtool() -> None:
-    """Full PromQL syntax check where promtool exists (Debian package ``prometheus``)."""
+    """PromQL check and rule unit tests where promtool exists (Debian package ``prometheus``)."""
     import shutil
     import subprocess
 
@@ -225,4 +225,8 @@ def test_alert_rules_pass_promtool() -> None:
     if promtool is None:
         pytest.skip("promtool not installed")
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # each alert fires when it should and not before (tests/promtool/alerts_test.yml)
+    unit = Path(__file__).parent / "promtool" / "alerts_test.yml"
+    result = subprocess.run([promtool, "test", "rules", str(unit)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
