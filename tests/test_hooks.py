@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import shlex
 import time
 from pathlib import Path
@@ -55,7 +56,7 @@ def test_on_refresh_environment_has_the_facts_and_no_secret(
     assert seen["TOKEN_REFRESH_EXIT_CODE"] == "0"
     assert seen["TOKEN_REFRESH_STATE"] == "valid"
     assert seen["TOKEN_REFRESH_CACHE_PATH"] == os.path.realpath(cache_path)
-    assert seen["TOKEN_REFRESH_MESSAGE"].startswith("token refreshed: access token 1200 s left")
+    assert re.match(r"token refreshed: access token 1[12]\d\d s left", seen["TOKEN_REFRESH_MESSAGE"])
     sent = saxo.requests[-1]["time"]
     assert abs(int(seen["TOKEN_REFRESH_ACCESS_EXPIRES_AT_EPOCH"]) - (sent + 1200)) <= 2
     assert abs(int(seen["TOKEN_REFRESH_REFRESH_EXPIRES_AT_EPOCH"]) - (sent + 3600)) <= 2
@@ -190,3 +191,54 @@ def test_hook_timeout_is_validated(run_cli: RunCli, config_file: Callable[..., P
     result = run_cli("run", "--config", str(config_file(hook_timeout_secs=0)))
     assert result.returncode == 78
     assert "hook_timeout_secs" in result.stderr
+
+
+def test_readme_ntfy_hook_posts_the_failure(
+    run_cli: RunCli, saxo: FakeSaxo, config_file: Callable[..., Path], cache_path: Path
+) -> None:
+    """The README's one-line on_failure hook, pointed at a receiver on 127.0.0.1."""
+    import json
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import yaml
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl not installed")
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = re.search(r"```yaml\n(hooks:\n  on_failure:\n.*?)```", readme, re.S)
+    assert block, "README has no on_failure hook example"
+    (command,) = yaml.safe_load(block.group(1))["hooks"]["on_failure"]
+    url = re.search(r"https://\S+", command)
+    assert url
+
+    received: list[tuple[str, str]] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            received.append((self.headers.get("Title", ""), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        local = command.replace(url.group(0), f"http://127.0.0.1:{server.server_address[1]}/topic")
+        write_json(cache_path, saxo.seed_cache(age=1000, refresh_token="never-issued-by-saxo"))
+        result = run_cli("run", "--config", str(config_file(hooks={"on_failure": [local]})))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 77
+    assert "hook" not in result.stderr  # it succeeded
+    ((title, body),) = received
+    assert title == "token-refresh exit 77"
+    assert "Manual re-authorization required" in body
+    assert "never-issued-by-saxo" not in json.dumps(received)

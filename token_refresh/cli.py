@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the cache's state; no lock, no network, no write, no credentials",
         description=(
             "Show the token's state. Exit 0 when the access token works, 75 when it has expired "
-            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache."
+            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache. "
+            "With several --cache, the worst of them: 77 > 66 > 65 > 75 > 0."
         ),
     )
     _add_common(status, several_caches=True)

@@ -64,6 +64,8 @@ def _stop(proc: subprocess.Popen[bytes], pgid: int) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=KILL_GRACE_SECS)
     _kill_group(pgid)  # also the children that ignored SIGTERM or outlived the shell
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()  # should the group be gone, never wait on a live shell
     proc.wait()
 
 
