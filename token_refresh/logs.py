@@ -29,6 +29,8 @@ def _iso_millis(created: float) -> str:
 
 def _scrub(value: Any) -> Any:
     """Redact string values before serializing: JSON escaping could hide a secret from the final pass."""
+    if callable(value):  # a field computed only when a JSON line needs it
+        value = value()
     if isinstance(value, str):
         return redact.redact(value)
     if isinstance(value, Mapping):

@@ -5,6 +5,7 @@ Imported on every run, so it imports nothing heavy: metrics and hooks are loaded
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -94,8 +95,9 @@ class RunRecord:
             fields["access_expires_at"] = _iso(a.access_expires_at)
             fields["refresh_expires_at"] = _iso(a.refresh_expires_at) or None
         if self.token is not None:
-            fields["access_fingerprint"] = redact.fingerprint(self.token.access_token)
-            fields["refresh_fingerprint"] = redact.fingerprint(self.token.refresh_token)
+            # callables: computed only if a JSON line is written (hashlib stays off the text path)
+            fields["access_fingerprint"] = functools.partial(redact.fingerprint, self.token.access_token)
+            fields["refresh_fingerprint"] = functools.partial(redact.fingerprint, self.token.refresh_token)
         if self.duration_secs is not None:
             fields["duration_secs"] = round(self.duration_secs, 3)
         return fields
