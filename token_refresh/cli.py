@@ -6,15 +6,16 @@ import argparse
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-from token_refresh import __version__, redact
+from token_refresh import __version__, logs, redact
 from token_refresh.errors import ExitCode, ReauthorizationRequired, TokenRefreshError
 
 if TYPE_CHECKING:
     import requests
 
     from token_refresh.cycle import Outcome
+    from token_refresh.observe import RunRecord
 
 log = logging.getLogger("token_refresh")
 
@@ -32,6 +33,7 @@ exit status:
   78  configuration error: config file, credentials, 401/403/invalid_client,
       a redirect, 404 or another 4xx from the token URL
 """
+
 AUTHORIZE_EXIT_TABLE = """\
 exit status (the cache is untouched unless the status is 0):
   0   new token saved
@@ -58,7 +60,7 @@ def _positive_secs(text: str) -> float:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -67,7 +69,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache",
         metavar="PATH",
-        help="token cache file (overrides $AEGIS_SAXO_TOKEN_CACHE_PATH and cache_path)",
+        action="append" if several_caches else "store",
+        help="token cache file (overrides $AEGIS_SAXO_TOKEN_CACHE_PATH and cache_path)"
+        + ("; repeat to show several side by side" if several_caches else ""),
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help=f"text (default) or json: one JSON object per line (also ${logs.FORMAT_ENV})",
     )
 
 
@@ -95,17 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     noise = run.add_mutually_exclusive_group()
     noise.add_argument("-v", "--verbose", action="store_true", help="debug detail and tracebacks")
-    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    noise.add_argument(
+        "-q", "--quiet", action="store_true", help="nothing for a valid run, else one line (for cron mail)"
+    )
+    run.add_argument(
+        "--metrics-file",
+        metavar="PATH",
+        help="write Prometheus textfile metrics here after the run (overrides metrics_path)",
+    )
     status = sub.add_parser(
         "status",
         help="show the cache's state; no lock, no network, no write, no credentials",
         description=(
             "Show the token's state. Exit 0 when the access token works, 75 when it has expired "
-            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache."
+            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache. "
+            "With several --cache, the worst of them: 77 > 66 > 65 > 75 > 0."
         ),
     )
-    _add_common(status)
-    status.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    _add_common(status, several_caches=True)
+    status.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
+    status.add_argument(
+        "--since",
+        metavar="FILE",
+        help="an earlier status --json output: report whether each issued_at advanced since",
+    )
     auth = sub.add_parser(
         "authorize",
         help="log in through a browser and save a new token (first login, after invalid_grant)",
@@ -151,18 +173,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: int) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    formatter = redact.RedactingFormatter(
-        "%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%SZ"
-    )
-    formatter.converter = time.gmtime
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-
-
 def _left(seconds: float | None) -> str:
     return "unknown" if seconds is None else f"{seconds:.0f} s"
 
@@ -195,11 +205,18 @@ def _session_factory(retry_budget_secs: float) -> requests.Session:
     return saxo.new_session(retry_budget_secs=retry_budget_secs)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
     from token_refresh.config import load_config, load_credentials
     from token_refresh.cycle import run_cycle
 
     config = load_config(args.config, cache_override=args.cache)
+    record.config = config
+    metrics_path, record.metrics_path = args.metrics_file or config.metrics_path, None
+    if metrics_path:
+        from token_refresh import metrics
+
+        metrics.require("--metrics-file" if args.metrics_file else config.source)
+        record.metrics_path = metrics_path
     credentials = load_credentials(config.environment)
     redact.register(credentials.app_secret)
     log.debug("config from %s; cache %s; token_url %s", config.source, config.cache_path, config.token_url)
@@ -217,19 +234,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
             "the token has no refresh token (a 24-hour developer token?); it stops working in %s",
             _left(a.access_left),
         )
-    log.info("%s", _summary(outcome))
+    summary = _summary(outcome)
+    record.succeeded(outcome, summary)
+    log.info("%s", summary, extra=logs.fields(final=True, **record.log_fields()))
     return ExitCode.OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from token_refresh import status
+    from token_refresh import multistatus
     from token_refresh.config import load_config
 
-    config = load_config(args.config, cache_override=args.cache)
-    info, code = status.report(config.cache_path, now=time.time(), horizon=config.horizon_secs)
-    print(json.dumps(info, indent=2) if args.json else status.render_text(info))
+    config = load_config(args.config)
+    snapshot = multistatus.load_snapshot(args.since) if args.since else None
+    infos, code = multistatus.collect(
+        args.cache or [config.cache_path], now=time.time(), horizon=config.horizon_secs, snapshot=snapshot
+    )
+    print(json.dumps(infos, indent=2) if args.json else multistatus.render_text(infos))
     return code
 
 
@@ -263,6 +285,22 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _log_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    import os
+
+    value = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
+    if value not in logs.FORMATS:
+        parser.error(f"${logs.FORMAT_ENV} must be one of {', '.join(logs.FORMATS)}, got {value!r}")
+    return value
+
+
+def _failure_fields(args: argparse.Namespace, record: RunRecord | None, code: int, message: str) -> Any:
+    if record is None:
+        return logs.fields(final=True, command=args.command, exit_status=code)
+    record.failed(code, message)
+    return logs.fields(final=True, **record.log_fields())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``token-refresh``; returns the exit status."""
     args_list = list(sys.argv[1:] if argv is None else argv)
@@ -272,21 +310,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(args_list)
     verbose = getattr(args, "verbose", False)
     quiet = getattr(args, "quiet", False)
-    _setup_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-    handler = {"status": _cmd_status, "authorize": _cmd_authorize}.get(args.command, _cmd_run)
+    quiet_handler = logs.setup(
+        logging.DEBUG if verbose else logging.INFO, _log_format(parser, args), quiet=quiet
+    )
+    record = None
+    if args.command == "run":
+        from token_refresh.observe import RunRecord
+
+        record = RunRecord(started_at=time.time(), metrics_path=args.metrics_file, dry_run=args.dry_run)
+    code = _dispatch(args, record, verbose)
+    if record is not None:
+        record.finish(code)  # metrics file and hooks; they never change the exit status
+    if quiet_handler is not None:
+        quiet_handler.flush_one(code)
+    return code
+
+
+def _dispatch(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -> int:
     try:
-        return handler(args)
+        if record is not None:
+            return _cmd_run(args, record)
+        return _cmd_authorize(args) if args.command == "authorize" else _cmd_status(args)
     except ReauthorizationRequired as e:
-        log.error("refresh failed: %s", e)
+        log.error("refresh failed: %s", e, extra=_failure_fields(args, record, e.exit_code, str(e)))
         return e.exit_code
     except TokenRefreshError as e:
-        log.error("%s failed: %s", args.command, e)
+        log.error("%s failed: %s", args.command, e, extra=_failure_fields(args, record, e.exit_code, str(e)))
         return e.exit_code
     except KeyboardInterrupt:
-        log.error("interrupted")
+        log.error("interrupted", extra=_failure_fields(args, record, 130, "interrupted"))
         return 130
     except Exception as e:  # the one place that turns a bug into exit 70
-        log.error("unexpected error: %s: %s", type(e).__name__, e, exc_info=verbose)
+        message = f"unexpected error: {type(e).__name__}: {e}"
+        log.error(
+            "%s", message, exc_info=verbose, extra=_failure_fields(args, record, ExitCode.SOFTWARE, message)
+        )
         if not verbose:
             log.error("run again with -v for the traceback")
         return ExitCode.SOFTWARE

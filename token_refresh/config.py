@@ -31,6 +31,7 @@ NUMERIC_KEYS: dict[str, tuple[float, float]] = {
     "lock_timeout_secs": (0, 3600),
     "http_timeout_secs": (1, 300),
     "retry_budget_secs": (0, 3600),
+    "hook_timeout_secs": (1, 3600),
 }
 DEFAULTS: dict[str, float] = {
     "interval_secs": 900,
@@ -38,8 +39,19 @@ DEFAULTS: dict[str, float] = {
     "lock_timeout_secs": 30,
     "http_timeout_secs": 10,
     "retry_budget_secs": 60,
+    "hook_timeout_secs": 30,
 }
-KNOWN_KEYS = ("environment", "token_url", "cache_path", "authorize_url", "redirect_uri", *NUMERIC_KEYS)
+KNOWN_KEYS = (
+    "environment",
+    "token_url",
+    "cache_path",
+    "authorize_url",
+    "redirect_uri",
+    *NUMERIC_KEYS,
+    "metrics_path",
+    "hooks",
+)
+HOOK_EVENTS = ("on_refresh", "on_failure")
 
 
 class Config(NamedTuple):
@@ -56,6 +68,10 @@ class Config(NamedTuple):
     source: str = "built-in defaults"
     authorize_url: str = AUTHORIZE_URLS["live"]
     redirect_uri: str | None = None  # required only by ``authorize``
+    metrics_path: str | None = None  # Prometheus textfile written after every run
+    hooks_on_refresh: tuple[str, ...] = ()  # shell command lines
+    hooks_on_failure: tuple[str, ...] = ()
+    hook_timeout_secs: float = 30
 
     @property
     def horizon_secs(self) -> float:
@@ -113,6 +129,33 @@ def _check_url(key: str, value: object, problems: list[str]) -> str | None:
     return None
 
 
+def _observability(data: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """``metrics_path`` and ``hooks: {on_refresh: [...], on_failure: [...]}``."""
+    values: dict[str, Any] = {}
+    metrics_path = data.get("metrics_path")
+    if metrics_path is not None and (not isinstance(metrics_path, str) or not metrics_path):
+        problems.append(f"metrics_path: must be a non-empty string, got {type(metrics_path).__name__}")
+    else:
+        values["metrics_path"] = metrics_path
+    hooks = data.get("hooks")
+    hooks = {} if hooks is None else hooks
+    if not isinstance(hooks, dict):
+        problems.append(
+            f"hooks: must be a mapping of {' and '.join(HOOK_EVENTS)}, got {type(hooks).__name__}"
+        )
+        return values
+    for event, commands in hooks.items():
+        if event not in HOOK_EVENTS:
+            problems.append(f"hooks: unknown event {event!r} (known: {', '.join(HOOK_EVENTS)})")
+        elif commands is None:
+            continue  # `on_failure:` left empty in YAML
+        elif not isinstance(commands, list) or not all(isinstance(c, str) and c.strip() for c in commands):
+            problems.append(f"hooks.{event}: must be a list of non-empty command strings")
+        else:
+            values[f"hooks_{event}"] = tuple(commands)
+    return values
+
+
 def config_from_mapping(data: object, source: str) -> Config:
     """Validate a parsed config mapping; every problem is reported at once."""
     if data is None:
@@ -139,6 +182,7 @@ def config_from_mapping(data: object, source: str) -> Config:
         else:
             values[key] = value
 
+    values.update(_observability(data, problems))
     token_url = _check_url("token_url", data.get("token_url", TOKEN_URLS[environment]), problems)
     authorize_url = _check_url(
         "authorize_url", data.get("authorize_url", AUTHORIZE_URLS[environment]), problems

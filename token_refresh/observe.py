@@ -1,0 +1,168 @@
+"""What one ``run`` tells the outside: structured log fields, the metrics file and the hooks.
+
+Imported on every run, so it imports nothing heavy: metrics and hooks are loaded only when configured.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from token_refresh import redact
+
+if TYPE_CHECKING:
+    from token_refresh.cache import Token
+    from token_refresh.config import Config
+    from token_refresh.cycle import Outcome
+    from token_refresh.freshness import Assessment
+
+log = logging.getLogger("token_refresh")
+
+
+def _iso(epoch: float | None) -> str:
+    return "" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _secs(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+class RunRecord:
+    """What the CLI learns during one run; ``finish`` turns it into metrics and hooks."""
+
+    def __init__(self, *, started_at: float, metrics_path: str | None, dry_run: bool = False) -> None:
+        self.started_at = started_at
+        self.started_monotonic = time.monotonic()
+        self.metrics_path = metrics_path
+        self.dry_run = dry_run
+        self.config: Config | None = None
+        self.outcome: Outcome | None = None
+        self.token: Token | None = None
+        self.assessment: Assessment | None = None
+        self.exit_code: int | None = None
+        self.message = ""
+        self.duration_secs: float | None = None
+
+    @property
+    def cache_path(self) -> str | None:
+        """The cache this run worked on, resolved as the cycle does."""
+        if self.outcome is not None:
+            return self.outcome.path
+        return None if self.config is None else os.path.realpath(self.config.cache_path)
+
+    def succeeded(self, outcome: Outcome, message: str) -> None:
+        """The cycle returned normally."""
+        self.duration_secs = time.monotonic() - self.started_monotonic
+        self.outcome, self.token, self.assessment = outcome, outcome.token, outcome.assessment
+        self.exit_code, self.message = 0, message
+
+    def failed(self, exit_code: int, message: str) -> None:
+        """The cycle raised; read the cache again (read-only) so metrics and hooks know the expiry."""
+        self.duration_secs = time.monotonic() - self.started_monotonic
+        self.exit_code, self.message = exit_code, message
+        path = self.cache_path
+        if self.config is None or path is None:
+            return
+        from token_refresh import cache
+        from token_refresh.errors import TokenRefreshError
+        from token_refresh.freshness import classify
+
+        try:
+            self.token = cache.load_cache(path)
+        except TokenRefreshError:
+            return
+        self.assessment = classify(self.token, now=time.time(), horizon=self.config.horizon_secs)
+
+    @property
+    def state(self) -> str:
+        """The token's state after the run, or ``unknown`` when the cache could not be read."""
+        return "unknown" if self.assessment is None else self.assessment.state.value
+
+    def log_fields(self) -> dict[str, Any]:
+        """Structured fields for a JSON log line; fingerprints only, never a token."""
+        fields: dict[str, Any] = {"command": "run", "exit_status": self.exit_code, "state": self.state}
+        if self.outcome is not None:
+            fields["action"] = self.outcome.action
+        if self.cache_path is not None:
+            fields["cache"] = self.cache_path
+        a = self.assessment
+        if a is not None:
+            fields["access_expires_in_secs"] = _secs(a.access_left)
+            fields["refresh_expires_in_secs"] = _secs(a.refresh_left)
+            fields["access_expires_at"] = _iso(a.access_expires_at)
+            fields["refresh_expires_at"] = _iso(a.refresh_expires_at) or None
+        if self.token is not None:
+            # callables: computed only if a JSON line is written (hashlib stays off the text path)
+            fields["access_fingerprint"] = functools.partial(redact.fingerprint, self.token.access_token)
+            fields["refresh_fingerprint"] = functools.partial(redact.fingerprint, self.token.refresh_token)
+        if self.duration_secs is not None:
+            fields["duration_secs"] = round(self.duration_secs, 3)
+        return fields
+
+    def hook_values(self) -> dict[str, str]:
+        """The ``TOKEN_REFRESH_*`` variables a hook receives."""
+        a = self.assessment
+        access_at = None if a is None else a.access_expires_at
+        refresh_at = None if a is None else a.refresh_expires_at
+        return {
+            "TOKEN_REFRESH_EXIT_CODE": str(self.exit_code),
+            "TOKEN_REFRESH_STATE": self.state,
+            "TOKEN_REFRESH_CACHE_PATH": self.cache_path or "",
+            "TOKEN_REFRESH_MESSAGE": " ".join(self.message.split()),
+            "TOKEN_REFRESH_ACCESS_EXPIRES_AT": _iso(access_at),
+            "TOKEN_REFRESH_ACCESS_EXPIRES_AT_EPOCH": "" if access_at is None else str(int(access_at)),
+            "TOKEN_REFRESH_REFRESH_EXPIRES_AT": _iso(refresh_at),
+            "TOKEN_REFRESH_REFRESH_EXPIRES_AT_EPOCH": "" if refresh_at is None else str(int(refresh_at)),
+        }
+
+    def finish(self, exit_code: int) -> None:
+        """Write the metrics file, then run the hooks; neither can change ``exit_code``."""
+        if self.dry_run:
+            return  # a dry run changes nothing, so it reports nothing either
+        if self.exit_code is None:
+            self.failed(exit_code, self.message)
+        try:
+            self._write_metrics(exit_code)
+        except Exception as e:  # monitoring must not turn a good run into a failed one
+            log.error("cannot write the metrics file %s: %s: %s", self.metrics_path, type(e).__name__, e)
+        try:
+            self._run_hooks(exit_code)
+        except Exception as e:
+            log.error("hooks failed: %s: %s", type(e).__name__, e)
+
+    def _write_metrics(self, exit_code: int) -> None:
+        if not self.metrics_path:
+            return
+        from token_refresh import metrics
+
+        a = self.assessment
+        metrics.write(
+            self.metrics_path,
+            metrics.RunMetrics(
+                cache_path=self.cache_path or metrics.UNKNOWN_CACHE,
+                started_at=self.started_at,
+                duration_secs=self.duration_secs or 0.0,
+                exit_code=exit_code,
+                refreshed=self.outcome is not None and self.outcome.action == "refreshed",
+                access_expires_at=None if a is None else a.access_expires_at,
+                refresh_expires_at=None if a is None else a.refresh_expires_at,
+            ),
+        )
+
+    def _run_hooks(self, exit_code: int) -> None:
+        config = self.config
+        if config is None:
+            return
+        if exit_code != 0:
+            event, commands = "on_failure", config.hooks_on_failure
+        elif self.outcome is not None and self.outcome.action == "refreshed":
+            event, commands = "on_refresh", config.hooks_on_refresh
+        else:
+            return
+        if commands:
+            from token_refresh import hooks
+
+            hooks.run_hooks(event, commands, values=self.hook_values(), timeout=config.hook_timeout_secs)
