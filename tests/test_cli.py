@@ -166,7 +166,7 @@ def test_cache_flag_beats_environment_and_config(saxo, cli_run, cache_path: Path
     env = base_env(AEGIS_SAXO_TOKEN_CACHE_PATH=str(tmp_path / "absent-env.json"))
     result = cli_run("status", "--config", "{config}", "--cache", str(other), "--json", env=env)
     assert result.returncode == 0
-    assert json.loads(result.stdout)["path"] == str(other)
+    assert json.loads(result.stdout)[0]["path"] == str(other)
     result = cli_run("status", "--config", "{config}", "--json", env=env)
     assert result.returncode == ExitCode.NOINPUT
     assert "absent-env.json" in result.stderr
@@ -371,7 +371,7 @@ def test_status_needs_no_credentials_and_reports_json(saxo, cli_run, cache_path:
     env = {k: v for k, v in base_env().items() if not k.startswith("SAXOBANK_")}
     result = cli_run("status", "--config", "{config}", "--json", env=env)
     assert result.returncode == 0
-    info = json.loads(result.stdout)
+    (info,) = json.loads(result.stdout)
     assert info["path"] == str(cache_path)
     assert info["state"] == "valid"
     assert 1180 <= info["access_expires_in_secs"] <= 1190
@@ -393,7 +393,7 @@ def test_status_exit_is_a_healthcheck(
     write_json(cache_path, saxo.seed_cache(age=age))
     result = cli_run("status", "--config", "{config}", "--json")
     assert result.returncode == expected
-    assert json.loads(result.stdout)["state"] == state
+    assert json.loads(result.stdout)[0]["state"] == state
 
 
 def test_status_of_missing_and_broken_cache(cli_run, cache_path: Path) -> None:

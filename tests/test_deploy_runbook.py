@@ -11,13 +11,7 @@ RUNBOOK = REPO / "docs" / "RUNBOOK.md"
 
 # Commands that other changes are adding in parallel; the runbook already names them so their
 # text can be merged. The lead deletes each entry when the branch that adds it is merged.
-PENDING: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("status", "--since"),  # `status` over several `--cache` with `--since`
-        ("run", "--metrics-file"),  # metrics branch
-        ("run", "--log-format"),  # structured-logging branch
-    }
-)
+PENDING: frozenset[tuple[str, str]] = frozenset()
 
 # `token-refresh` as a program: at the start of a command, or a venv's .../bin/token-refresh;
 # not the repository folder, the image `token-refresh:local` or the service `token-refresh-cron`.
@@ -29,7 +23,9 @@ def code_lines() -> list[str]:
     """Lines of fenced code blocks (continuations joined) and inline code spans."""
     text = RUNBOOK.read_text()
     lines: list[str] = []
-    for block in re.findall(r"^\s*```[a-z]*\n(.*?)^\s*```", text, re.M | re.S):
+    for lang, block in re.findall(r"^\s*```([a-z]*)\n(.*?)^\s*```", text, re.M | re.S):
+        if lang in ("yaml", "json"):  # data, not commands (a hook's text may name the program)
+            continue
         lines.extend(block.replace("\\\n", " ").splitlines())
     prose = re.sub(r"^\s*```[a-z]*\n.*?^\s*```", "", text, flags=re.M | re.S)
     lines.extend(" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose))
