@@ -33,7 +33,7 @@ COPY token_refresh ./token_refresh
 # hadolint ignore=DL3013
 RUN python -m venv /opt/token-refresh \
  && /opt/token-refresh/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/token-refresh/bin/pip install --no-cache-dir .
+ && /opt/token-refresh/bin/pip install --no-cache-dir '.[metrics]'
 
 # --- runtime ---
 FROM ${PYTHON_IMAGE}
