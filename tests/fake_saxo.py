@@ -43,6 +43,7 @@ class FakeSaxo:
         self.reuses = 0  # refresh tokens presented a second time
         self.fault: str | None = None
         self.fault_arg: float = 0.0
+        self.fault_limit: int | None = None  # answer only this many requests with the fault, then normally
         self.delay = 0.0  # seconds to wait after spending a token, before answering
         self.access_ttl = ACCESS_TTL
         self.refresh_ttl: int | None = REFRESH_TTL
@@ -142,6 +143,9 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
             with saxo.lock:
                 saxo.requests.append(record)
                 fault = saxo.fault
+                if fault and saxo.fault_limit is not None:
+                    fault = fault if saxo.fault_limit > 0 else None
+                    saxo.fault_limit -= 1
             if fault and self._fault(fault):
                 return
             if self.path != "/token":
