@@ -146,8 +146,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     a = outcome.assessment
-    if a.issued_in_future:
-        log.warning("issued_at of the token read was more than 300 s in the future; check the clocks")
     if not a.has_refresh_token:
         log.warning(
             "the token has no refresh token (a 24-hour developer token?); it stops working in %s",

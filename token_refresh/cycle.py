@@ -90,6 +90,9 @@ def run_cycle(
     token = cache.load_cache(path)
     assessment = classify(token, now=clock(), horizon=horizon)
     log.debug("classified %s: %s", assessment.state, assessment.reason)
+    if assessment.issued_in_future:
+        # here, not after the run: a refresh replaces the token and with it the evidence
+        log.warning("issued_at of the token read was more than 300 s in the future; check the clocks")
     _reauth_if_expired(assessment)
     if force and token.refresh_token is None:
         raise ReauthorizationRequired(
