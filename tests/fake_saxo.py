@@ -146,6 +146,8 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
                 if fault and saxo.fault_limit is not None:
                     fault = fault if saxo.fault_limit > 0 else None
                     saxo.fault_limit -= 1
+            self.presented = form.get("refresh_token", "")
+            self.auth = auth
             if fault and self._fault(fault):
                 return
             if self.path != "/token":
@@ -197,6 +199,9 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not_found"})
             elif fault == "invalid_client":
                 self._json(401, {"error": "invalid_client"})
+            elif fault == "echo-secrets":  # a careless server quotes what it was sent
+                text = f"refresh token {self.presented} rejected for {self.auth}"
+                self._json(400, {"error": "invalid_grant", "error_description": text})
             elif fault == "bad-request":
                 self._json(400, {"error": "invalid_request", "error_description": "malformed"})
             else:

@@ -9,9 +9,8 @@ from typing import Callable, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from harness import TALLY, Runner  # noqa: E402
-
-from fake_saxo import FakeSaxo  # noqa: E402
+from fake_saxo import FakeSaxo
+from harness import TALLY, Runner
 
 HERE = Path(__file__).parent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -154,14 +155,13 @@ class Runner:
 
     def kill(self, proc: subprocess.Popen[str]) -> None:
         TALLY.kills += 1
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.finish(proc)
 
     def record(self, *texts: str) -> None:
         for text in texts:
+            TALLY.bytes_scanned += len(text.encode())
             self.outputs.append(text)
 
     # -- checks --------------------------------------------------------------------
@@ -170,7 +170,6 @@ class Runner:
         forms = leak_forms(self.saxo.secrets_seen())
         found = []
         for text in self.outputs:
-            TALLY.bytes_scanned += len(text.encode())
             found += [f"{s[:6]}... in {text[:200]!r}" for s in forms if s in text]
         return found
 

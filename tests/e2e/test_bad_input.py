@@ -35,13 +35,23 @@ CACHES: list[tuple[str, bytes, int, str]] = [
     ("null", b"null", 65, "not a JSON object (got NoneType)"),
     ("list", _json([GOOD]), 65, "not a JSON object (got list)"),
     ("string", b'"token"', 65, "not a JSON object (got str)"),
-    ("no-access-token", _json({k: v for k, v in GOOD.items() if k != "access_token"}), 65, "'access_token' is missing"),
+    (
+        "no-access-token",
+        _json({k: v for k, v in GOOD.items() if k != "access_token"}),
+        65,
+        "'access_token' is missing",
+    ),
     ("access-token-int", _with(access_token=12), 65, "'access_token' must be a non-empty string"),
     ("access-token-empty", _with(access_token=""), 65, "'access_token' must be a non-empty string"),
     ("refresh-token-list", _with(refresh_token=["x"]), 65, "'refresh_token' must be a string"),
     ("issued-at-bool", _with(issued_at=True), 65, "'issued_at' is not a time"),
     ("issued-at-garbage", _with(issued_at="yesterday"), 65, "'issued_at' is not a time"),
-    ("issued-at-overflow", b'{"access_token": "aaaa", "issued_at": 1e400, "expires_in": 1}', 65, "'issued_at'"),
+    (
+        "issued-at-overflow",
+        b'{"access_token": "aaaa", "issued_at": 1e400, "expires_in": 1}',
+        65,
+        "'issued_at'",
+    ),
     ("expires-in-string", _with(expires_in="1200"), 65, "'expires_in' must be a number"),
     ("expires-in-inf", b'{"access_token": "aaaa", "issued_at": 1, "expires_in": 1e400}', 65, "'expires_in'"),
     ("nan", b'{"access_token": "aaaa", "issued_at": 1, "expires_in": NaN}', 65, "NaN is not a valid JSON"),
@@ -110,7 +120,8 @@ def test_unreadable_cache(
     if name == "no-read-permission" and os.geteuid() == 0:
         # root reads anything: drop the capabilities that bypass file permissions
         assert shutil.which("setpriv"), "setpriv (util-linux) is needed to drop root's DAC override"
-        prefix = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+        caps = "-dac_override,-dac_read_search"
+        prefix = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
     for args in (["run"], ["status"]):
         done = e2e.run(*args, prefix=prefix)
         assert done.returncode == code, done.stderr
@@ -139,17 +150,35 @@ def test_issued_at_in_the_future_is_refreshed_with_a_warning(e2e: Runner) -> Non
 CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
     ("bad-yaml", "margin_secs: [60\n", {}, "not valid YAML"),
     ("unknown-key", "colour: blue\n", {}, "unknown key 'colour'"),
-    ("negative-interval", "interval_secs: -900\n", {}, "interval_secs: must be between 60 and 86400, got -900"),
-    ("string-timeout", "http_timeout_secs: ten\n", {}, "http_timeout_secs: must be a number of seconds, got str"),
+    (
+        "negative-interval",
+        "interval_secs: -900\n",
+        {},
+        "interval_secs: must be between 60 and 86400, got -900",
+    ),
+    (
+        "string-timeout",
+        "http_timeout_secs: ten\n",
+        {},
+        "http_timeout_secs: must be a number of seconds, got str",
+    ),
     ("bool-margin", "margin_secs: true\n", {}, "margin_secs: must be a number of seconds, got bool"),
     ("bad-environment", "environment: prod\n", {}, "environment: must be one of live, sim"),
     ("plain-http", 'token_url: "http://example.com/token"\n', {}, "token_url: must be an https:// URL"),
     ("not-a-mapping", None, {}, "must be a YAML mapping, got list"),  # type: ignore[list-item]
-    ("both-secret-forms", "", {"SAXOBANK_APP_SECRET_LIVE_FILE": "{secret_file}"},
-     "both SAXOBANK_APP_SECRET_LIVE and SAXOBANK_APP_SECRET_LIVE_FILE are set"),
+    (
+        "both-secret-forms",
+        "",
+        {"SAXOBANK_APP_SECRET_LIVE_FILE": "{secret_file}"},
+        "both SAXOBANK_APP_SECRET_LIVE and SAXOBANK_APP_SECRET_LIVE_FILE are set",
+    ),
     ("no-secret", "", {"SAXOBANK_APP_SECRET_LIVE": ""}, "SAXOBANK_APP_SECRET_LIVE is not set"),
-    ("empty-secret-file", "", {"SAXOBANK_APP_SECRET_LIVE": "", "SAXOBANK_APP_SECRET_LIVE_FILE": "{empty_file}"},
-     "SAXOBANK_APP_SECRET_LIVE_FILE: {empty_file} is empty"),
+    (
+        "empty-secret-file",
+        "",
+        {"SAXOBANK_APP_SECRET_LIVE": "", "SAXOBANK_APP_SECRET_LIVE_FILE": "{empty_file}"},
+        "SAXOBANK_APP_SECRET_LIVE_FILE: {empty_file} is empty",
+    ),
 ]
 
 

@@ -95,8 +95,6 @@ def test_refused_connection_is_a_temporary_failure(e2e: Runner, config_file: Cal
     _assert_untouched(e2e, before)
 
 
-
-
 def test_answer_lost_after_the_spend_is_75_then_77(e2e: Runner, config_file: Callable[..., Path]) -> None:
     e2e.config = config_file(http_timeout_secs=1)
     before = e2e.seed_due()
