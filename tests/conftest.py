@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
-
-# The installed console script, as an operator would run it; fall back to the venv's python -m.
-TOKEN_REFRESH = shutil.which("token-refresh") or ""
-if not TOKEN_REFRESH or not Path(TOKEN_REFRESH).exists():
-    TOKEN_REFRESH = ""
-COMMAND = [TOKEN_REFRESH] if TOKEN_REFRESH else [sys.executable, "-m", "token_refresh"]
+from fake_saxo import FakeSaxo
+from support import COMMAND, base_env
 
 
 @pytest.fixture
@@ -36,14 +28,6 @@ def cache_path(tmp_path: Path) -> Path:
     folder = tmp_path / "tokens"
     folder.mkdir()
     return folder / "saxobank_tokens_live.json"
-
-
-def write_json(path: Path, data: Any, mode: int = 0o600) -> bytes:
-    """Write a cache (or anything JSON) and return the exact bytes on disk."""
-    raw = (json.dumps(data, indent=2) + "\n").encode()
-    path.write_bytes(raw)
-    path.chmod(mode)
-    return raw
 
 
 @pytest.fixture
@@ -67,14 +51,6 @@ def config_file(tmp_path: Path, saxo: FakeSaxo, cache_path: Path) -> Callable[..
     return build
 
 
-def base_env(**extra: str) -> dict[str, str]:
-    """A clean environment with the fake credentials and nothing inherited that could interfere."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAXOBANK_", "TOKEN_REFRESH_", "AEGIS_"))}
-    env.update(SAXOBANK_APP_KEY_LIVE=APP_KEY, SAXOBANK_APP_SECRET_LIVE=APP_SECRET)
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
 def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the installed ``token-refresh`` as a separate process."""
@@ -93,7 +69,3 @@ def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
-
-
-def now() -> float:
-    return time.time()

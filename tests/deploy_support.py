@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from conftest import COMMAND, base_env
+from support import COMMAND, base_env
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -50,7 +50,7 @@ class FakeSaxo:
         self.reuses = 0  # refresh tokens presented a second time
         self.fault: str | None = None
         self.fault_arg: float = 0.0
-        self.fault_times: int | None = None  # how many requests get the fault; None: all
+        self.fault_limit: int | None = None  # answer only this many requests with the fault, then normally
         self.delay = 0.0  # seconds to wait after spending a token, before answering
         self.access_ttl = ACCESS_TTL
         self.refresh_ttl: int | None = REFRESH_TTL
@@ -248,10 +248,11 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
             with saxo.lock:
                 saxo.requests.append(record)
                 fault = saxo.fault
-                if fault and saxo.fault_times is not None:
-                    saxo.fault_times -= 1
-                    if saxo.fault_times <= 0:
-                        saxo.fault, saxo.fault_times = None, None
+                if fault and saxo.fault_limit is not None:
+                    fault = fault if saxo.fault_limit > 0 else None
+                    saxo.fault_limit -= 1
+            self.presented = form.get("refresh_token", "")
+            self.auth = auth
             if fault and self._fault(fault):
                 return
             if self.path != "/token":
@@ -306,6 +307,9 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": "not_found"})
             elif fault == "invalid_client":
                 self._json(401, {"error": "invalid_client"})
+            elif fault == "echo-secrets":  # a careless server quotes what it was sent
+                text = f"refresh token {self.presented} rejected for {self.auth}"
+                self._json(400, {"error": "invalid_grant", "error_description": text})
             elif fault == "bad-request":
                 self._json(400, {"error": "invalid_request", "error_description": "malformed"})
             else:

@@ -19,8 +19,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
-from conftest import COMMAND, base_env, write_json
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
+from support import COMMAND, base_env, write_json
 
 from token_refresh.authorize import (
     AuthorizationFailed,

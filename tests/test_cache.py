@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_json
+from support import write_json
 
 from token_refresh import cache
 from token_refresh.errors import CacheFormatError, CacheMissingError, CacheWriteError, ExitCode

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import APP_SECRET, COMMAND, base_env, write_json
 from fake_saxo import FakeSaxo
+from support import APP_SECRET, COMMAND, base_env, write_json
 
 from token_refresh import cli
 from token_refresh.errors import ExitCode

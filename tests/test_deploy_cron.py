@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from conftest import base_env, write_json
 from croniter import croniter
 from deploy_support import REPO, cli_bin_dir, console_script_name, invocation_problems
 from fake_saxo import FakeSaxo
+from support import base_env, write_json
 
 CRONTAB = REPO / "cron" / "crontab"
 ENTRYPOINT = REPO / "cron" / "entrypoint.sh"

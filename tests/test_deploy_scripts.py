@@ -9,9 +9,9 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from conftest import write_json
 from deploy_support import REPO, cli_bin_dir, invocation_problems
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
+from support import write_json
 
 DOCKER_TASK = REPO / "cron" / "synology-task.sh"
 VENV_TASK = REPO / "cron" / "synology-task-venv.sh"

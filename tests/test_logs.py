@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import base_env, write_json
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
+from support import base_env, write_json
 
 from token_refresh import logs, redact
 

@@ -10,9 +10,9 @@ from typing import Any, Callable
 
 import pytest
 import yaml
-from conftest import base_env, write_json
 from fake_saxo import FakeSaxo
 from prometheus_client.parser import text_string_to_metric_families
+from support import base_env, write_json
 
 from token_refresh import metrics
 

@@ -154,7 +154,7 @@ def real_refresh(saxo_server, budget: float, refresh_token: str) -> dict:
 @pytest.mark.parametrize("fault", ["503", "429"])
 def test_retry_after_is_honoured_then_succeeds(saxo, fault: str) -> None:
     rt = saxo.seed_cache()["refresh_token"]
-    saxo.fault, saxo.fault_arg, saxo.fault_times = fault, 1, 2
+    saxo.fault, saxo.fault_arg, saxo.fault_limit = fault, 1, 2
     started = time.monotonic()
     body = real_refresh(saxo, budget=10, refresh_token=rt)
     elapsed = time.monotonic() - started

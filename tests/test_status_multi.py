@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from conftest import write_json
 from fake_saxo import FakeSaxo
+from support import write_json
 
 from token_refresh import multistatus
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 from typing import Any, NamedTuple
 
@@ -14,6 +15,7 @@ from token_refresh.errors import CacheFormatError, CacheMissingError, CacheWrite
 MAX_CACHE_BYTES = 1 << 20  # a token cache is a few KiB; anything this big is not one
 TMP_SUFFIX = ".tmp"
 RESERVE_SLACK = 16 * 1024  # room for a new token larger than the old one
+MAX_LIFETIME_SECS = 10 * 365 * 86400  # lifetimes beyond this are garbage and break date arithmetic
 TOKEN_FIELDS = ("access_token", "refresh_token", "issued_at", "expires_in", "refresh_token_expires_in")
 
 
@@ -34,19 +36,26 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_lifetime(value: object) -> bool:
+    # JSON's 1e400 parses as inf, and inf - inf = nan would classify as valid forever
+    return isinstance(value, (int, float)) and math.isfinite(value) and abs(value) <= MAX_LIFETIME_SECS
+
+
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
 def parse_issued_at(value: object) -> tuple[float, str]:
     """Return (epoch seconds, style); raise ValueError for anything else."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value), "int"
-    if isinstance(value, float):
-        return value, "float"
-    if isinstance(value, str):
-        from datetime import datetime, timezone
+    from datetime import datetime, timezone
 
+    if _is_number(value):
+        assert isinstance(value, (int, float))
+        epoch = float(value)
+        # out of datetime's range (or inf) would crash every later date computation
+        datetime.fromtimestamp(epoch, timezone.utc)
+        return epoch, "int" if isinstance(value, int) else "float"
+    if isinstance(value, str):
         text = value.strip()
         style = "iso-offset"
         if text.endswith(("Z", "z")):
@@ -93,7 +102,7 @@ def parse_token(data: object, *, path: str, raw: bytes = b"") -> Token:
     redact.register(access_token, refresh_token)
     try:
         issued_at, style = parse_issued_at(data["issued_at"])
-    except (ValueError, OverflowError) as e:
+    except (ValueError, OverflowError, OSError) as e:
         raise bad("issued_at", f"is not a time: {e}") from None
     expires_in = data["expires_in"]
     if not _is_number(expires_in):
@@ -101,6 +110,9 @@ def parse_token(data: object, *, path: str, raw: bytes = b"") -> Token:
     rt_expires_in = data.get("refresh_token_expires_in")
     if rt_expires_in is not None and not _is_number(rt_expires_in):
         raise bad("refresh_token_expires_in", f"must be a number, got {type(rt_expires_in).__name__}")
+    for field, value in (("expires_in", expires_in), ("refresh_token_expires_in", rt_expires_in)):
+        if value is not None and not _is_lifetime(value):
+            raise bad(field, f"must be finite and within {MAX_LIFETIME_SECS} s, got {value!r}")
     return Token(
         data=data,
         access_token=access_token,

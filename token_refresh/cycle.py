@@ -119,6 +119,7 @@ def run_cycle(
     assessment = classify(token, now=clock(), horizon=horizon)
     log.debug("classified %s: %s", assessment.state, assessment.reason)
     if assessment.issued_in_future:
+        # here, not after the run: a refresh replaces the token and with it the evidence
         log.warning("issued_at is more than 300 s in the future; check the clocks (treated as due)")
     _reauth_if_expired(assessment)
     if force and token.refresh_token is None:

@@ -213,19 +213,34 @@ def post_token_request(
             timeout=timeout,
             allow_redirects=False,  # requests would resend the POST as a GET
         )
-    except requests.exceptions.ReadTimeout:
-        log.error(
-            "no answer from the token endpoint within %g s; the refresh token may already be spent", timeout
-        )
-        raise TokenEndpointError(
-            f"token endpoint did not answer within {timeout:g} s", exit_code=ExitCode.TEMPFAIL
-        ) from None
     except requests.exceptions.RequestException as e:
+        if _is_read_timeout(e):
+            log.error(
+                "no answer from the token endpoint within %g s; the refresh token may already be spent",
+                timeout,
+            )
+            raise TokenEndpointError(
+                f"token endpoint did not answer within {timeout:g} s", exit_code=ExitCode.TEMPFAIL
+            ) from None
         raise TokenEndpointError(
             f"cannot reach the token endpoint {token_url}: {_reason(e)}",
             exit_code=ExitCode.TEMPFAIL,
         ) from None
     return interpret_response(response, grant=grant)
+
+
+def _is_read_timeout(error: requests.exceptions.RequestException) -> bool:
+    """Whether the request was sent but no answer came in time.
+
+    With ``Retry(read=0)`` urllib3 reports a read timeout as ``MaxRetryError``, which requests
+    wraps as ``ConnectionError``, not ``ReadTimeout``.
+    """
+    from urllib3.exceptions import ReadTimeoutError
+
+    if isinstance(error, requests.exceptions.ReadTimeout):
+        return True
+    inner = error.args[0] if error.args else None
+    return isinstance(getattr(inner, "reason", None), ReadTimeoutError)
 
 
 def _reason(error: BaseException) -> str:

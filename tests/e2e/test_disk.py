@@ -1,0 +1,85 @@
+"""Scenario 8: a read-only or full cache directory; exit 74 before the token is spent, cache unchanged."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import TALLY, Runner, base_env, temp_files
+
+# Runs in a private mount namespace: mounts vanish with the process and never touch the host.
+# "$@" is the program's command line; afterwards the directory is copied out for inspection.
+SCRIPT = """
+set -e
+mount --make-rprivate /
+case "$MODE" in
+  readonly) mount --bind "$DIR" "$DIR"; mount -o remount,bind,ro "$DIR" ;;
+  full) mount -t tmpfs -o size=8k,mode=0755 tmpfs "$DIR"; cp -p "$SEED"/. "$DIR" -r ;;
+esac
+set +e
+"$@"
+rc=$?
+cp -pr "$DIR"/. "$OUT"
+exit $rc
+"""
+
+
+@functools.cache
+def _namespaces() -> str | None:
+    """Why private mount namespaces cannot be used here, or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root for unshare -m and mount"
+    if not shutil.which("unshare"):
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return f"unshare -m is not permitted here: {probe.stderr.strip()}"
+    return None
+
+
+@pytest.mark.parametrize("lock_exists", [False, True], ids=["no-lock-file", "lock-file-exists"])
+@pytest.mark.parametrize("mode", ["readonly", "full"])
+def test_unwritable_directory_exits_74_before_spending(
+    e2e: Runner, tmp_path: Path, mode: str, lock_exists: bool
+) -> None:
+    reason = _namespaces()
+    if reason:
+        pytest.skip(reason)
+    before = e2e.seed_due()
+    if lock_exists:
+        (e2e.cache.parent / (e2e.cache.name + ".lock")).touch()
+    seed, out = tmp_path / "seed", tmp_path / "out"
+    shutil.copytree(e2e.cache.parent, seed)
+    out.mkdir()
+    TALLY.faults += 1
+    env = {"MODE": mode, "DIR": str(e2e.cache.parent), "SEED": str(seed), "OUT": str(out)}
+    done = e2e.run("run", env=base_env(**env), prefix=["unshare", "-m", "sh", "-c", SCRIPT, "sh"])
+    assert done.returncode == 74, done.stderr
+    expected = "Read-only file system" if mode == "readonly" else "No space left on device"
+    assert expected in done.stderr
+    assert e2e.refresh_requests() == []  # the token was not spent
+    assert e2e.saxo.refreshes == 0
+    inside = out / e2e.cache.name
+    assert inside.read_bytes() == before
+    assert temp_files(inside) == []
+    assert e2e.cache.read_bytes() == before
+
+
+def test_unwritable_directory_still_serves_a_valid_token(e2e: Runner, tmp_path: Path) -> None:
+    """A valid token needs no write: a read-only directory is no failure."""
+    reason = _namespaces()
+    if reason:
+        pytest.skip(reason)
+    before = e2e.seed()
+    out = tmp_path / "out"
+    out.mkdir()
+    env = base_env(MODE="readonly", DIR=str(e2e.cache.parent), SEED="", OUT=str(out))
+    done = e2e.run("run", env=env, prefix=["unshare", "-m", "sh", "-c", SCRIPT, "sh"])
+    assert done.returncode == 0, done.stderr
+    assert "token valid" in done.stderr
+    assert e2e.cache.read_bytes() == before
+    assert e2e.refresh_requests() == []
