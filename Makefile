@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_BIN := .venv-bench/bin
 
-.PHONY: test demo lint venv clean
+.PHONY: test demo lint venv clean bench
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,8 +23,16 @@ lint: $(STAMP)
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
+# A regular install, as in production: the editable install of .venv adds an import hook that loads
+# pathlib, re and urllib.parse into every interpreter. Not part of `make test` (slow, needs quiet CPUs).
+bench:
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH_BIN)/python -m pip uninstall --quiet --yes token-refresh
+	$(BENCH_BIN)/python -m pip install --quiet .
+	$(BENCH_BIN)/python benchmarks/bench.py
+
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-bench build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
