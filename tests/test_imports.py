@@ -1,0 +1,70 @@
+"""A run that finds the token valid imports no HTTP or lock machinery (issue 7: most runs are valid).
+
+The installed program runs as a process with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``),
+which lists on stderr every module the interpreter imported, the program left unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from conftest import base_env, write_json
+from fake_saxo import FakeSaxo
+
+# Never needed before a refresh begins; each costs milliseconds per run, 96 runs a day per token.
+REFRESH_ONLY = (
+    "requests",
+    "urllib3",
+    "filelock",
+    "http.client",
+    "ssl",
+    "email",
+    "charset_normalizer",
+    "idna",
+)
+Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)\s*$", re.MULTILINE)
+
+
+def imported(stderr: str) -> set[str]:
+    """Module names from ``-X importtime`` lines."""
+    return set(IMPORT_LINE.findall(stderr))
+
+
+def refresh_only(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in REFRESH_ONLY))
+
+
+def profiled_env() -> dict[str, str]:
+    return base_env(PYTHONPROFILEIMPORTTIME="1")
+
+
+@pytest.mark.parametrize("command", [("run",), ("run", "--dry-run"), ("status",), ("status", "--json")])
+def test_valid_token_imports_no_http_or_lock_modules(
+    command: tuple[str, ...],
+    saxo: FakeSaxo,
+    cache_path: Path,
+    config_file: Callable[..., Path],
+    run_cli: Runner,
+) -> None:
+    write_json(cache_path, saxo.seed_cache(age=0))
+    result = run_cli(*command, "--config", str(config_file()), env=profiled_env())
+    assert result.returncode == 0, result.stderr
+    modules = imported(result.stderr)
+    assert "token_refresh.freshness" in modules  # the listing really covers the program
+    assert refresh_only(modules) == []
+    assert saxo.requests == []
+
+
+def test_refresh_imports_them_so_the_check_can_fail(
+    saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path], run_cli: Runner
+) -> None:
+    write_json(cache_path, saxo.seed_cache(age=1000))  # due
+    result = run_cli("run", "--config", str(config_file()), env=profiled_env())
+    assert result.returncode == 0, result.stderr
+    assert {"requests", "urllib3", "filelock"} <= set(refresh_only(imported(result.stderr)))
+    assert saxo.refreshes == 1
