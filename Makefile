@@ -16,8 +16,8 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check token_refresh tests
-	$(BIN)/ruff format --check token_refresh tests
+	$(BIN)/ruff check token_refresh tests benchmarks
+	$(BIN)/ruff format --check token_refresh tests benchmarks
 	$(BIN)/mypy --strict token_refresh
 
 test: lint

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo  # noqa: E402
+from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
 
 # The installed console script, as an operator would run it; fall back to the venv's python -m.
 TOKEN_REFRESH = shutil.which("token-refresh") or ""
@@ -69,11 +69,7 @@ def config_file(tmp_path: Path, saxo: FakeSaxo, cache_path: Path) -> Callable[..
 
 def base_env(**extra: str) -> dict[str, str]:
     """A clean environment with the fake credentials and nothing inherited that could interfere."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SAXOBANK_", "TOKEN_REFRESH_", "AEGIS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAXOBANK_", "TOKEN_REFRESH_", "AEGIS_"))}
     env.update(SAXOBANK_APP_KEY_LIVE=APP_KEY, SAXOBANK_APP_SECRET_LIVE=APP_SECRET)
     env.update(extra)
     return env

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo  # noqa: E402
+from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
 
 
 def show(cmd: list[str], env: dict[str, str]) -> int:
@@ -43,7 +43,8 @@ def main() -> int:
             show(["token-refresh", "run", "--config", str(config)], env),
             show(["token-refresh", "status", "--config", str(config)], env),
         ]
-        print(f"\nthe server saw {len(saxo.requests)} token request(s), {saxo.reuses} reused refresh token(s)")
+        requests, reuses = len(saxo.requests), saxo.reuses
+        print(f"\nthe server saw {requests} token request(s), {reuses} reused refresh token(s)")
         print(f"fields kept: consumer_note={json.loads(cache.read_text()).get('consumer_note')!r}")
         if codes != [0, 0, 0] or saxo.refreshes != 1:
             print("demo FAILED", file=sys.stderr)
