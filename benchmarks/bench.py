@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -149,6 +151,21 @@ def race(saxo: FakeSaxo, config: Path, cache: Path, env: dict[str, str], log_dir
     return {"wall": wall, "cpu": sum(cpu for _, cpu in results), "requests": len(saxo.requests) - before}
 
 
+IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)\s*$", re.MULTILINE)
+
+
+def import_self_times(argv: list[str], env: dict[str, str], runs: int = 5) -> dict[str, float]:
+    """Each imported module's own import time in ms (``-X importtime``), the least of ``runs``."""
+    best: dict[str, float] = {}
+    for _ in range(runs):
+        stderr = subprocess.run(  # noqa: S603
+            argv, env={**env, "PYTHONPROFILEIMPORTTIME": "1"}, capture_output=True, text=True, check=True
+        ).stderr
+        for micros, name in IMPORT_LINE.findall(stderr):
+            best[name] = min(best.get(name, math.inf), int(micros) / 1000)
+    return best
+
+
 def fmt(summary: dict[str, Any], key: str, spec: str) -> str:
     s = summary[key]
     if s is None:
@@ -217,6 +234,7 @@ def main() -> int:
             Row("run_force", "token-refresh run --force", [SCRIPT, *force_args]),
             Row("run_force_m", "python -m token_refresh run --force", [*module, *force_args]),
         ]
+        by_key = {row.key: row for row in rows}
         samples: dict[str, list[Sample]] = {row.key: [] for row in rows}
         log_path = work / "child.log"
         for round_no in range(args.warmup + args.runs):
@@ -225,6 +243,9 @@ def main() -> int:
                 if round_no >= args.warmup:
                     samples[row.key].append(sample)
         races = [race(saxo, race_cfg, race_cache, env, work) for _ in range(1 + args.races)][1:]
+        # what a valid run imports beyond the floor, and what each module's own import costs
+        run_imports = import_self_times(by_key["run_valid"].argv, env)
+        floor_imports = import_self_times(by_key["floor"].argv, env)
     load_after = os.getloadavg()
 
     results: dict[str, Any] = {}
@@ -279,7 +300,9 @@ def main() -> int:
         "warmup_rounds": args.warmup,
         "races": args.races,
     }
-    document = {"meta": meta, "rows": results, "targets": targets}
+    extra = sorted(((t, m) for m, t in run_imports.items() if m not in floor_imports), reverse=True)
+    extra_imports = {"total_ms": sum(t for t, _ in extra), "self_ms": {m: t for t, m in extra}}
+    document = {"meta": meta, "rows": results, "targets": targets, "valid_run_extra_imports": extra_imports}
     Path(args.output).write_text(json.dumps(document, indent=2) + "\n")
 
     before, after = (" ".join(map(str, meta[k])) for k in ("loadavg_before", "loadavg_after"))
@@ -299,6 +322,11 @@ def main() -> int:
             f"{fmt(summary, 'cpu_ms', '.1f'):>22} {fmt(summary, 'rss_mib', '.1f'):>20}"
         )
     print(f"\nrace: token requests per race {race_summary['requests']}")
+    top = ", ".join(f"{m} {t:.1f}" for t, m in extra[:12])
+    print(
+        f"\na valid run imports {len(extra)} modules the floor does not, {extra_imports['total_ms']:.1f} ms"
+    )
+    print(f"of their own import time (-X importtime, least of 5); the largest, ms: {top}")
     print("\ntargets:")
     for name, target in targets.items():
         verdict = "met" if target["met"] else "MISSED"
