@@ -197,6 +197,8 @@ def main() -> int:
 
     with FakeSaxo() as saxo, tempfile.TemporaryDirectory(prefix="token-refresh-bench-") as tmp:
         work = Path(tmp)
+        # children start here: ``python -m`` from the checkout would import its sources, not the install
+        os.chdir(work)
         valid_cache, force_cache, race_cache = (work / f"{n}.json" for n in ("valid", "force", "race"))
         # the production config's shape (configs/token_refresh.yaml): a valid run needs no server
         valid_cfg = write_config(work / "valid.yaml", "https://live.logonvalidation.net/token", valid_cache)
@@ -246,6 +248,7 @@ def main() -> int:
         # what a valid run imports beyond the floor, and what each module's own import costs
         run_imports = import_self_times(by_key["run_valid"].argv, env)
         floor_imports = import_self_times(by_key["floor"].argv, env)
+        os.chdir(ROOT)
     load_after = os.getloadavg()
 
     results: dict[str, Any] = {}
