@@ -73,3 +73,47 @@ def test_refresh_imports_them_so_the_check_can_fail(
     assert result.returncode == 0, result.stderr
     assert {"requests", "urllib3", "filelock"} <= set(refresh_only(imported(result.stderr)))
     assert saxo.refreshes == 1
+
+
+# The shortcuts that keep modules out must not change what the program does.
+
+
+def test_url_encoded_forms_of_a_secret_are_still_redacted() -> None:
+    from urllib.parse import quote, quote_plus
+
+    from token_refresh import redact
+
+    secret = "s3cr3t+/= with space"
+    plain = "AbC-123_x.y~z-url-safe"
+    redact.register(secret, plain)
+    text = f"{secret} {quote(secret, safe='')} {quote_plus(secret)} {plain}"
+    assert redact.redact(text) == " ".join([redact.REDACTED] * 4)
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://live.logonvalidation.net/token", True),
+        ("https://sim.logonvalidation.net/token", True),
+        ("http://live.logonvalidation.net/token", False),
+        ("https://live.logonvalidation.net/token\n", True),  # parsed: urlsplit strips newlines
+        ("http://127.0.0.1:8080/token", True),
+        ("ftp://127.0.0.1/token", False),
+    ],
+)
+def test_token_url_check(url: str, ok: bool) -> None:
+    from token_refresh.config import config_from_mapping
+    from token_refresh.errors import ConfigError
+
+    if ok:
+        assert config_from_mapping({"token_url": url}, "test").token_url == url
+    else:
+        with pytest.raises(ConfigError, match="token_url: must be an https:// URL"):
+            config_from_mapping({"token_url": url}, "test")
+
+
+def test_help_follows_columns(run_cli: Runner) -> None:
+    narrow, wide = (run_cli("status", "--help", env=base_env(COLUMNS=c)) for c in ("60", "200"))
+    assert narrow.returncode == wide.returncode == 0
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+    assert len(wide.stdout.splitlines()) < len(narrow.stdout.splitlines())

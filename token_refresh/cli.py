@@ -50,11 +50,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _help_width() -> int:
-    """What argparse asks ``shutil.get_terminal_size()`` for, without shutil.
-
-    argparse builds a formatter for every argument it adds, and shutil imports bz2, lzma and
-    zlib: 2 ms of every run (issue 7). Passing the width keeps shutil out.
-    """
+    """The width argparse would get from ``shutil.get_terminal_size()``, without importing shutil."""
+    # argparse builds a formatter for every argument it adds; left to size itself it imports
+    # shutil, and with it bz2, lzma and zlib: 2 ms of every run (issue 7)
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
