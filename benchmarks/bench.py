@@ -311,6 +311,8 @@ def main() -> int:
     before, after = (" ".join(map(str, meta[k])) for k in ("loadavg_before", "loadavg_after"))
     print(f"python {meta['python']} on {meta['platform']}, {meta['cpus']} CPUs")
     print(f"load average {before} before, {after} after")
+    if load_before[0] > 0.5 * (os.cpu_count() or 1):
+        print("WARNING: the machine was busy before the start; expect noisy figures (check uptime)")
     libyaml = "available" if meta["libyaml_c_loader"] else "NOT available"
     print(f"libyaml: {libyaml}; floor: {meta['floor_loader']}")
     if editable_hook:
