@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_BIN := .venv-bench/bin
 
-.PHONY: test demo lint lint-deploy venv clean compat
+.PHONY: test demo lint lint-deploy venv clean compat bench
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,8 +16,8 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check token_refresh tests
-	$(BIN)/ruff format --check token_refresh tests
+	$(BIN)/ruff check token_refresh tests benchmarks
+	$(BIN)/ruff format --check token_refresh tests benchmarks
 	$(BIN)/mypy --strict token_refresh
 
 # Static checks of the deployment files (no Docker engine here): every shell script, the Dockerfile.
@@ -37,8 +38,16 @@ compat:
 	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider \
 		--ignore=tests/e2e tests
 
+# A regular install, as in production: the editable install of .venv adds an import hook that loads
+# pathlib, re and urllib.parse into every interpreter. Not part of `make test` (slow, needs quiet CPUs).
+bench:
+	test -x $(BENCH_BIN)/python || $(PYTHON) -m venv .venv-bench
+	$(BENCH_BIN)/python -m pip uninstall --quiet --yes token-refresh
+	$(BENCH_BIN)/python -m pip install --quiet .
+	$(BENCH_BIN)/python benchmarks/bench.py
+
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/demo.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-bench .venv39 build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

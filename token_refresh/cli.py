@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Sequence
@@ -80,13 +82,32 @@ def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False
     )
 
 
+def _help_width() -> int:
+    """The width argparse would get from ``shutil.get_terminal_size()``, without importing shutil."""
+    # argparse builds a formatter for every argument it adds; left to size itself it imports
+    # shutil, and with it bz2, lzma and zlib: 2 ms of every run (issue 7)
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0 and sys.__stdout__ is not None:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``run`` is the default subcommand."""
+    width = _help_width()
+    raw = functools.partial(argparse.RawDescriptionHelpFormatter, width=width)
+    plain = functools.partial(argparse.HelpFormatter, width=width)
     parser = argparse.ArgumentParser(
         prog="token-refresh",
         description="Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation.",
         epilog=EXIT_TABLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize}")
@@ -95,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh the token if it would not survive until the next run (default)",
         description="Load the cache, classify the token and refresh it under a lock if it is due.",
         epilog=EXIT_TABLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     _add_common(run)
     run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
@@ -120,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
             "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache. "
             "With several --cache, the worst of them: 77 > 66 > 65 > 75 > 0."
         ),
+        formatter_class=plain,
     )
     _add_common(status, several_caches=True)
     status.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
@@ -137,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
             "token fields. Needs redirect_uri in the config."
         ),
         epilog=AUTHORIZE_EXIT_TABLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=raw,
     )
     _add_common(auth)
     how = auth.add_mutually_exclusive_group()

@@ -6,6 +6,8 @@ import logging
 
 REDACTED = "<redacted>"
 _MIN_SECRET_LEN = 4  # shorter strings would shred ordinary text and are no secret anyway
+# URL-encoding leaves these unchanged; JWTs, GUIDs and hex secrets need no urllib.parse (2 ms, issue 7)
+_URL_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _secrets: set[str] = set()
 
 
@@ -15,6 +17,8 @@ def register(*values: object) -> None:
         if not isinstance(value, str) or len(value) < _MIN_SECRET_LEN:
             continue
         _secrets.add(value)
+        if _URL_UNRESERVED.issuperset(value):
+            continue
         from urllib.parse import quote, quote_plus
 
         _secrets.update({quote(value, safe=""), quote_plus(value)})
