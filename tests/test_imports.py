@@ -96,7 +96,9 @@ def test_url_encoded_forms_of_a_secret_are_still_redacted() -> None:
         ("https://live.logonvalidation.net/token", True),
         ("https://sim.logonvalidation.net/token", True),
         ("http://live.logonvalidation.net/token", False),
-        ("https://live.logonvalidation.net/token\n", True),  # parsed: urlsplit strips newlines
+        ("https://live.logonvalidation.net/token\n", False),  # stray whitespace is refused, not stripped
+        ("http://localhost:8765/callback", True),
+        ("http://127.0.0.1.evil.example/token", False),
         ("http://127.0.0.1:8080/token", True),
         ("ftp://127.0.0.1/token", False),
     ],
