@@ -34,7 +34,7 @@ PY_OLDEST ?= $(firstword $(wildcard /usr/bin/python3.9 /usr/local/bin/python3.9 
 compat:
 	@if [ -z "$(PY_OLDEST)" ]; then echo "compat: no python3.9 on this machine, skipped"; exit 0; fi; \
 	test -x .venv39/bin/python || $(PY_OLDEST) -m venv .venv39; \
-	.venv39/bin/python -m pip install --quiet '.[test]' && \
+	.venv39/bin/python -m pip install --quiet -e '.[test]' && \
 	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider \
 		--ignore=tests/e2e tests
 

@@ -18,6 +18,10 @@ class ExitCode(enum.IntEnum):
     NOPERM = 77  # re-authorization required
     CONFIG = 78  # configuration or credentials
 
+    def __str__(self) -> str:
+        # the number, as Python 3.11 prints an IntEnum; 3.9 and 3.10 would print "ExitCode.OK"
+        return str(self.value)
+
 
 class TokenRefreshError(Exception):
     """Root of every expected failure; ``str(e)`` is safe to print."""
