@@ -83,3 +83,22 @@ def test_unwritable_directory_still_serves_a_valid_token(e2e: Runner, tmp_path: 
     assert "token valid" in done.stderr
     assert e2e.cache.read_bytes() == before
     assert e2e.refresh_requests() == []
+
+
+def test_single_file_bind_mount_is_refused_before_spending(e2e: Runner, tmp_path: Path) -> None:
+    """context.md: os.replace onto a bind-mounted file fails with EBUSY after the token is spent."""
+    reason = _namespaces()
+    if reason:
+        pytest.skip(reason)
+    before = e2e.seed_due()
+    outside = tmp_path / "host-copy.json"
+    outside.write_bytes(before)
+    script = 'set -e; mount --make-rprivate /; mount --bind "$SRC" "$DST"; set +e; "$@"'
+    env = base_env(SRC=str(outside), DST=str(e2e.cache))
+    TALLY.faults += 1
+    done = e2e.run("run", env=env, prefix=["unshare", "-m", "sh", "-c", script, "sh"])
+    assert done.returncode == 74, done.stderr
+    assert "is a mount point" in done.stderr
+    assert e2e.refresh_requests() == []
+    assert outside.read_bytes() == before
+    assert temp_files(e2e.cache) == []
