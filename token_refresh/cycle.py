@@ -54,7 +54,7 @@ def acquire_lock(path: str, timeout: float) -> Iterator[None]:
     except OSError as e:
         from token_refresh.errors import CacheWriteError
 
-        raise CacheWriteError(path, f"cannot create the lock file: {e.strerror or e}") from None
+        raise CacheWriteError(path, f"cannot open or create the lock file: {e.strerror or e}") from None
     try:
         yield
     finally:
