@@ -22,6 +22,7 @@ from token_refresh import cache, redact
 from token_refresh.cache import Token
 from token_refresh.config import Config, Credentials
 from token_refresh.errors import (
+    AuthorizationFailed,
     CacheMissingError,
     ConfigError,
     ExitCode,
@@ -42,18 +43,6 @@ LISTEN_HOSTS = ("localhost", "127.0.0.1")
 DEFAULT_TIMEOUT_SECS = 300.0
 MAX_PASTE_BYTES = 64 * 1024  # a redirect URL is well under 1 KiB; stop reading garbage early
 GRANT = "authorization code"
-
-
-class AuthorizationFailed(TokenRefreshError):
-    """The browser step did not yield a usable code; the cache was not touched."""
-
-    def __init__(self, message: str, *, exit_code: ExitCode) -> None:
-        self.message = message
-        self.exit_code = exit_code
-        super().__init__(message)
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class AuthRequest(NamedTuple):

@@ -88,17 +88,28 @@ class LockTimeoutError(TokenRefreshError):
         )
 
 
-class TokenEndpointError(TokenRefreshError):
-    """The token endpoint refused or failed; the message never holds a secret."""
+class Failure(TokenRefreshError):
+    """A failure whose exit status is decided where it happens; the message never holds a secret."""
 
-    def __init__(self, message: str, *, exit_code: ExitCode, status: int | None = None) -> None:
+    def __init__(self, message: str, *, exit_code: ExitCode) -> None:
         self.message = message
         self.exit_code = exit_code
-        self.status = status
         super().__init__(message)
 
     def __str__(self) -> str:
         return self.message
+
+
+class TokenEndpointError(Failure):
+    """The token endpoint refused or failed."""
+
+    def __init__(self, message: str, *, exit_code: ExitCode, status: int | None = None) -> None:
+        super().__init__(message, exit_code=exit_code)
+        self.status = status
+
+
+class AuthorizationFailed(Failure):
+    """The browser step of ``authorize`` did not yield a usable code; the cache was not touched."""
 
 
 class ReauthorizationRequired(TokenRefreshError):
