@@ -233,12 +233,13 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
 
     config = load_config(args.config, cache_override=args.cache)
     record.config = config
-    metrics_path, record.metrics_path = args.metrics_file or config.metrics_path, None
+    metrics_path = args.metrics_file or config.metrics_path
     if metrics_path:
         from token_refresh import metrics
 
+        record.metrics_path = None  # nothing to write with if the extra is missing
         metrics.require("--metrics-file" if args.metrics_file else config.source)
-        record.metrics_path = metrics_path
+    record.metrics_path = metrics_path
     credentials = load_credentials(config.environment)
     redact.register(credentials.app_secret)
     log.debug("config from %s; cache %s; token_url %s", config.source, config.cache_path, config.token_url)
@@ -308,8 +309,6 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
 
 
 def _log_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
-    import os
-
     value = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
     if value not in logs.FORMATS:
         parser.error(f"${logs.FORMAT_ENV} must be one of {', '.join(logs.FORMATS)}, got {value!r}")

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from token_refresh import logs, status
 from token_refresh.cache import parse_issued_at
-from token_refresh.errors import ExitCode, TokenRefreshError
+from token_refresh.errors import ExitCode, Failure, TokenRefreshError
 
 log = logging.getLogger("token_refresh")
 
@@ -46,17 +46,11 @@ def worst(codes: Iterable[int]) -> int:
     return min(ranked)[1] if ranked else ExitCode.OK
 
 
-class SnapshotError(TokenRefreshError):
+class SnapshotError(Failure):
     """The ``--since`` file is missing (66) or not a ``status --json`` snapshot (65)."""
 
     def __init__(self, path: str, reason: str, exit_code: ExitCode) -> None:
-        self.path = path
-        self.reason = reason
-        self.exit_code = exit_code
-        super().__init__(path, reason)
-
-    def __str__(self) -> str:
-        return f"--since snapshot {self.path}: {self.reason}"
+        super().__init__(f"--since snapshot {path}: {reason}", exit_code=exit_code)
 
 
 def load_snapshot(path: str) -> dict[str, str | None]:
@@ -132,13 +126,6 @@ def collect(
     return rows, worst(row["exit_status"] for row in rows)
 
 
-def _left(value: float | None, expires_at: str | None) -> str:
-    if value is None:
-        return "unknown"
-    word = "left" if value > 0 else "ago (expired)"
-    return f"{abs(value):.0f} s {word}, at {expires_at}"
-
-
 def _advanced_text(info: Mapping[str, Any]) -> str:
     result, before = info["issued_at_advanced"], info["previous_issued_at"]
     if result is True:
@@ -167,17 +154,11 @@ def _rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     if info.get("error"):
         rows.append(("error", str(info["error"])))
     else:
-        refresh = _left(info["refresh_expires_in_secs"], info["refresh_expires_at"])
-        if not info["has_refresh_token"]:
-            refresh = "none (cannot be refreshed)"
-        age = info["age_secs"]
         rows += [
             ("state", str(info["state"])),
             ("reason", str(info["reason"])),
             ("issued_at", str(info["issued_at"])),
-            ("access token", _left(info["access_expires_in_secs"], info["access_expires_at"])),
-            ("refresh token", refresh),
-            ("file age", "unknown" if age is None else f"{age:.0f} s (modified {info['mtime']})"),
+            *status.lifetimes_text(info),
         ]
     if "issued_at_advanced" in info:
         rows.append(("advanced", _advanced_text(info)))
@@ -189,7 +170,7 @@ def render_text(infos: Sequence[Mapping[str, Any]]) -> str:
     """One cache: the familiar lines; several: one column per cache, side by side."""
     if len(infos) == 1 and not infos[0].get("error"):
         extra = [("advanced", _advanced_text(infos[0]))] if "issued_at_advanced" in infos[0] else []
-        text = status.render_text(dict(infos[0]))
+        text = status.render_text(infos[0])
         return text + "".join(f"\n{name + ':':15} {value}" for name, value in extra)
     tables = [dict(_rows(info)) for info in infos]
     labels = [label for label in LABELS if any(label in table for table in tables)]

@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from token_refresh import redact
+from token_refresh.status import iso, secs
 
 if TYPE_CHECKING:
     from token_refresh.cache import Token
@@ -20,14 +21,6 @@ if TYPE_CHECKING:
     from token_refresh.freshness import Assessment
 
 log = logging.getLogger("token_refresh")
-
-
-def _iso(epoch: float | None) -> str:
-    return "" if epoch is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def _secs(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
 
 
 class RunRecord:
@@ -90,10 +83,10 @@ class RunRecord:
             fields["cache"] = self.cache_path
         a = self.assessment
         if a is not None:
-            fields["access_expires_in_secs"] = _secs(a.access_left)
-            fields["refresh_expires_in_secs"] = _secs(a.refresh_left)
-            fields["access_expires_at"] = _iso(a.access_expires_at)
-            fields["refresh_expires_at"] = _iso(a.refresh_expires_at) or None
+            fields["access_expires_in_secs"] = secs(a.access_left)
+            fields["refresh_expires_in_secs"] = secs(a.refresh_left)
+            fields["access_expires_at"] = iso(a.access_expires_at)
+            fields["refresh_expires_at"] = iso(a.refresh_expires_at)
         if self.token is not None:
             # callables: computed only if a JSON line is written (hashlib stays off the text path)
             fields["access_fingerprint"] = functools.partial(redact.fingerprint, self.token.access_token)
@@ -112,9 +105,9 @@ class RunRecord:
             "TOKEN_REFRESH_STATE": self.state,
             "TOKEN_REFRESH_CACHE_PATH": self.cache_path or "",
             "TOKEN_REFRESH_MESSAGE": " ".join(self.message.split()),
-            "TOKEN_REFRESH_ACCESS_EXPIRES_AT": _iso(access_at),
+            "TOKEN_REFRESH_ACCESS_EXPIRES_AT": iso(access_at) or "",
             "TOKEN_REFRESH_ACCESS_EXPIRES_AT_EPOCH": "" if access_at is None else str(int(access_at)),
-            "TOKEN_REFRESH_REFRESH_EXPIRES_AT": _iso(refresh_at),
+            "TOKEN_REFRESH_REFRESH_EXPIRES_AT": iso(refresh_at) or "",
             "TOKEN_REFRESH_REFRESH_EXPIRES_AT_EPOCH": "" if refresh_at is None else str(int(refresh_at)),
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Mapping
 
 from token_refresh import cache
 from token_refresh.errors import ExitCode
@@ -16,6 +16,11 @@ def iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def secs(value: float | None) -> float | None:
+    """Seconds as shown in ``status --json`` and log fields: one decimal."""
+    return None if value is None else round(value, 1)
 
 
 def health_exit_code(assessment: Assessment) -> ExitCode:
@@ -36,9 +41,6 @@ def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], Ex
     except OSError:
         mtime = None
 
-    def secs(value: float | None) -> float | None:
-        return None if value is None else round(value, 1)
-
     info = {
         "path": path,
         "state": assessment.state.value,
@@ -55,26 +57,32 @@ def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], Ex
     return info, health_exit_code(assessment)
 
 
-def _left(value: object, expires_at: object) -> str:
+def _left(value: float | None, expires_at: str | None) -> str:
     if value is None:
         return "unknown"
-    assert isinstance(value, float)
     word = "left" if value > 0 else "ago (expired)"
     return f"{abs(value):.0f} s {word}, at {expires_at}"
 
 
-def render_text(info: dict[str, Any]) -> str:
-    """Aligned lines for a person."""
+def lifetimes_text(info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The access token, refresh token and file age rows of a ``report`` for a person."""
     refresh = _left(info["refresh_expires_in_secs"], info["refresh_expires_at"])
     if not info["has_refresh_token"]:
         refresh = "none (cannot be refreshed)"
     age = info["age_secs"]
+    return [
+        ("access token", _left(info["access_expires_in_secs"], info["access_expires_at"])),
+        ("refresh token", refresh),
+        ("file age", "unknown" if age is None else f"{age:.0f} s (modified {info['mtime']})"),
+    ]
+
+
+def render_text(info: Mapping[str, Any]) -> str:
+    """Aligned lines for a person."""
     rows = [
         ("path", info["path"]),
         ("state", f"{info['state']} ({info['reason']})"),
         ("issued_at", info["issued_at"]),
-        ("access token", _left(info["access_expires_in_secs"], info["access_expires_at"])),
-        ("refresh token", refresh),
-        ("file age", "unknown" if age is None else f"{age:.0f} s (modified {info['mtime']})"),
+        *lifetimes_text(info),
     ]
     return "\n".join(f"{name + ':':15} {value}" for name, value in rows)
