@@ -1,4 +1,4 @@
-"""Command line: arguments, logging, and the one place where errors become exit statuses."""
+"""Command line: arguments, logging, and the one handler that turns an error into a log line and a status."""
 
 from __future__ import annotations
 
@@ -10,45 +10,27 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from token_refresh import __version__, logs, redact
-from token_refresh.errors import ExitCode, ReauthorizationRequired, TokenRefreshError
+from token_refresh import __version__, errors, logs, redact
+from token_refresh.errors import ConfigError, ExitCode, TokenRefreshError
 
 if TYPE_CHECKING:
-    import requests
-
-    from token_refresh.cycle import Outcome
     from token_refresh.observe import RunRecord
+    from token_refresh.refresh import Outcome
+    from token_refresh.transport import Flight, Transport
 
 log = logging.getLogger("token_refresh")
 
-SUBCOMMANDS = ("run", "status", "authorize")
-EXIT_TABLE = """\
-exit status:
-  0   token valid, or refreshed and saved
-  2   command-line usage error
-  65  cache unreadable as a token (not JSON, not an object, a field missing or wrong)
-  66  cache file missing or not readable
-  70  unexpected internal error (traceback with -v)
-  74  the new cache could not be written (checked before the token is spent)
-  75  temporary failure: network, timeout, 429/5xx, unusable 2xx body, lock busy
-  77  re-authorization required: invalid_grant, another 400, or the token expired
-  78  configuration error: config file, credentials, 401/403/invalid_client,
-      a redirect, 404 or another 4xx from the token URL
-"""
+SUBCOMMANDS = ("run", "status", "authorize", "help")
+ENVIRONMENT_HELP = """\
+environment:
+  SAXOBANK_APP_KEY_LIVE, SAXOBANK_APP_SECRET_LIVE   client credentials (_SIM for environment: sim),
+                    or *_FILE naming a file that holds one; no secret = a public (PKCE) client
+  TOKEN_REFRESH_CONFIG         config file when --config is not given
+  AEGIS_SAXO_TOKEN_CACHE_PATH  cache path; beaten only by --cache
+  TOKEN_REFRESH_LOG_FORMAT     text (default) or json
 
-AUTHORIZE_EXIT_TABLE = """\
-exit status (the cache is untouched unless the status is 0):
-  0   new token saved
-  2   command-line usage error
-  65  the redirect does not answer this request: state mismatch, no code, nothing pasted
-  66  the existing cache cannot be read
-  74  the new cache could not be written (checked before the browser opens and
-      again before the code is exchanged)
-  75  no redirect within --timeout; listener port busy; network, 429/5xx; lock busy
-  77  refused: error= in the redirect (e.g. access_denied), or Saxo rejected the
-      code (invalid_grant: expired, already used, PKCE or redirect_uri mismatch)
-  78  configuration error: redirect_uri missing or not usable with --listen,
-      credentials, 401/403/invalid_client, a wrong token URL
+config: --config FILE, else $TOKEN_REFRESH_CONFIG, else built-in defaults.
+cache:  --cache, else $AEGIS_SAXO_TOKEN_CACHE_PATH, else cache_path, else the default.
 """
 
 
@@ -57,12 +39,18 @@ def _positive_secs(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value <= 86400:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text}")
+    if not 1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 86400 seconds, got {text}")
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False) -> None:
+def _cache_path(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
+def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False, quiet_help: str) -> None:
     parser.add_argument(
         "--config",
         metavar="FILE",
@@ -71,6 +59,7 @@ def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False
     parser.add_argument(
         "--cache",
         metavar="PATH",
+        type=_cache_path,
         action="append" if several_caches else "store",
         help="token cache file (overrides $AEGIS_SAXO_TOKEN_CACHE_PATH and cache_path)"
         + ("; repeat to show several side by side" if several_caches else ""),
@@ -80,12 +69,15 @@ def _add_common(parser: argparse.ArgumentParser, *, several_caches: bool = False
         choices=logs.FORMATS,
         help=f"text (default) or json: one JSON object per line (also ${logs.FORMAT_ENV})",
     )
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="debug detail and tracebacks")
+    noise.add_argument("-q", "--quiet", action="store_true", help=quiet_help)
 
 
 def _help_width() -> int:
     """The width argparse would get from ``shutil.get_terminal_size()``, without importing shutil."""
-    # argparse builds a formatter for every argument it adds; left to size itself it imports
-    # shutil, and with it bz2, lzma and zlib: 2 ms of every run (issue 7)
+    # argparse left to size itself imports shutil, and with it bz2, lzma and zlib: 2 ms of every
+    # run (docs/DESIGN.md, "The valid path")
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
@@ -103,30 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     width = _help_width()
     raw = functools.partial(argparse.RawDescriptionHelpFormatter, width=width)
     plain = functools.partial(argparse.HelpFormatter, width=width)
+    table = errors.exit_table(width)
     parser = argparse.ArgumentParser(
         prog="token-refresh",
-        description="Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation.",
-        epilog=EXIT_TABLE,
+        description="Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation. "
+        "Without a command, `run` is meant: `token-refresh` alone runs one cycle.",
+        epilog=ENVIRONMENT_HELP + "\n" + table,
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize,help}")
     run = sub.add_parser(
         "run",
-        help="refresh the token if it would not survive until the next run (default)",
+        help="refresh the token if it would not survive until the next run (the default)",
         description="Load the cache, classify the token and refresh it under a lock if it is due.",
-        epilog=EXIT_TABLE,
+        epilog=table,
         formatter_class=raw,
     )
-    _add_common(run)
+    _add_common(run, quiet_help="nothing on success, exactly one line on a failure (for cron mail)")
     run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
     run.add_argument(
         "--dry-run", action="store_true", help="classify and say what would happen; no network, no write"
-    )
-    noise = run.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true", help="debug detail and tracebacks")
-    noise.add_argument(
-        "-q", "--quiet", action="store_true", help="nothing for a valid run, else one line (for cron mail)"
     )
     run.add_argument(
         "--metrics-file",
@@ -135,15 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = sub.add_parser(
         "status",
-        help="show the cache's state; no lock, no network, no write, no credentials",
+        help="show the cache's state; no lock, no write, no credentials",
         description=(
             "Show the token's state. Exit 0 when the access token works, 75 when it has expired "
-            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache. "
-            "With several --cache, the worst of them: 77 > 66 > 65 > 75 > 0."
+            "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache, "
+            "78 for a bad config, 2 for bad arguments. With several --cache, the worst of them: "
+            "77 > 78 > 66 > 65 > 74 > 75 > 0."
         ),
         formatter_class=plain,
     )
-    _add_common(status, several_caches=True)
+    _add_common(status, several_caches=True, quiet_help="only warnings and errors")
     status.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
     status.add_argument(
         "--since",
@@ -154,14 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
         "authorize",
         help="log in through a browser and save a new token (first login, after invalid_grant)",
         description=(
-            "Run the OAuth authorization-code flow: print (and open) Saxo's login URL, take the "
+            "Run the OAuth authorization-code flow: print (and open) the login URL, take the "
             "redirect back, exchange the code and save the new token, replacing the cache's "
-            "token fields. Needs redirect_uri in the config."
+            "token fields. Needs redirect_uri in the config. Without an app secret the app is a "
+            "public client and PKCE is used."
         ),
-        epilog=AUTHORIZE_EXIT_TABLE,
+        epilog=table,
         formatter_class=raw,
     )
-    _add_common(auth)
+    _add_common(auth, quiet_help="only warnings and errors")
     how = auth.add_mutually_exclusive_group()
     how.add_argument(
         "--listen",
@@ -179,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the redirected URL (or the bare code) from standard input (default otherwise)",
     )
     auth.add_argument(
-        "--pkce", action="store_true", help="send an S256 code challenge; the exchange sends no secret"
+        "--pkce",
+        action="store_true",
+        help="send an S256 code challenge (the default, and the only way, for a public client)",
     )
     auth.add_argument("--no-browser", action="store_true", help="only print the URL")
     auth.add_argument(
@@ -189,130 +182,205 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECS",
         help="how long to wait for the redirect or the paste (default: 300)",
     )
-    noise = auth.add_mutually_exclusive_group()
-    noise.add_argument("-v", "--verbose", action="store_true", help="debug detail and tracebacks")
-    noise.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    helper = sub.add_parser("help", help="show the help of a command", formatter_class=plain)
+    helper.add_argument("topic", nargs="?", choices=("run", "status", "authorize"), metavar="COMMAND")
     return parser
 
 
-def _left(seconds: float | None) -> str:
-    return "unknown" if seconds is None else f"{seconds:.0f} s"
+def _transport_factory(retry_budget_secs: float) -> Any:
+    def make(flight: Flight | None = None) -> Transport:
+        from token_refresh import transport
+
+        return transport.new_transport(retry_budget_secs=retry_budget_secs, flight=flight)
+
+    return make
 
 
 def _summary(outcome: Outcome) -> str:
+    from token_refresh import fmt
     from token_refresh.freshness import State
+    from token_refresh.refresh import Action
 
     a = outcome.assessment
-    left = f"access token {_left(a.access_left)} left"
-    left += f", refresh token {_left(a.refresh_left)} left" if a.has_refresh_token else ", no refresh token"
+    left = f"access token {fmt.left(a.access_left)}"
+    left += f", refresh token {fmt.left(a.refresh_left)}" if a.has_refresh_token else ", no refresh token"
     where = f"(cache {outcome.path})"
-    if outcome.action == "refreshed":
+    if outcome.action in (Action.REFRESHED, Action.ADOPTED):
         token = outcome.token
         names = (
             f"access {redact.fingerprint(token.access_token)}, "
             f"refresh {redact.fingerprint(token.refresh_token)}"
         )
-        return f"token refreshed: {left} [{names}] {where}"
-    if outcome.action == "refreshed_by_other":
+        if outcome.action is Action.ADOPTED:
+            return f"token adopted from a stopped run: {left} [{names}] {where}"
+        tries = (
+            f" after {outcome.attempts} attempts over {outcome.elapsed:.1f} s" if outcome.attempts > 1 else ""
+        )
+        return f"token refreshed{tries}: {left} [{names}] {where}"
+    if outcome.action is Action.REFRESHED_BY_OTHER:
         return f"token valid: refreshed by another run while this one waited; {left} {where}"
-    if outcome.action == "would_refresh":
+    if outcome.action is Action.WOULD_REFRESH:
         verdict = "needs refresh" if a.state is State.NEEDS_REFRESH else "valid"
         return f"dry run: token {verdict} ({a.reason}); would refresh; {left} {where}"
     return f"token valid: {left} {where}"
 
 
-def _session_factory(retry_budget_secs: float) -> requests.Session:
-    from token_refresh import saxo
-
-    return saxo.new_session(retry_budget_secs=retry_budget_secs)
-
-
 def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
     from token_refresh.config import load_config, load_credentials
-    from token_refresh.cycle import run_cycle
+    from token_refresh.refresh import run_cycle
 
     config = load_config(args.config, cache_override=args.cache)
     record.config = config
-    metrics_path = args.metrics_file or config.metrics_path
-    if metrics_path:
-        from token_refresh import metrics
-
-        record.metrics_path = None  # nothing to write with if the extra is missing
-        metrics.require("--metrics-file" if args.metrics_file else config.source)
-    record.metrics_path = metrics_path
+    record.metrics_path = args.metrics_file or config.metrics_path
     credentials = load_credentials(config.environment)
-    redact.register(credentials.app_secret)
-    log.debug("config from %s; cache %s; token_url %s", config.source, config.cache_path, config.token_url)
+    log.debug(
+        "config from %s; cache %s (from %s); token_url %s; %s",
+        config.source,
+        config.cache_path,
+        config.cache_source,
+        config.token_url,
+        credentials.kind,
+    )
     outcome = run_cycle(
         config=config,
         credentials=credentials,
         clock=time.time,
-        session_factory=lambda: _session_factory(config.retry_budget_secs),
+        transport_factory=_transport_factory(config.retry_budget_secs),
         force=args.force,
         dry_run=args.dry_run,
     )
     a = outcome.assessment
     if not a.has_refresh_token:
+        from token_refresh import fmt
+
         log.warning(
             "the token has no refresh token (a 24-hour developer token?); it stops working in %s",
-            _left(a.access_left),
+            fmt.left(a.access_left),
         )
+    for note in outcome.notes:
+        log.warning("%s", note)
     summary = _summary(outcome)
     record.succeeded(outcome, summary)
     log.info("%s", summary, extra=logs.fields(final=True, **record.log_fields()))
+    if outcome.stopped_by is not None:
+        import signal
+
+        record.skip_hooks = True
+        log.warning(
+            "%s arrived during the refresh and waited until the new token was saved; hooks skipped",
+            signal.Signals(outcome.stopped_by).name,
+        )
     return ExitCode.OK
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    from token_refresh import multistatus
+    from token_refresh import status
     from token_refresh.config import load_config
 
     config = load_config(args.config)
-    snapshot = multistatus.load_snapshot(args.since) if args.since else None
-    infos, code = multistatus.collect(
+    snapshot = status.load_snapshot(args.since) if args.since else None
+    infos, code = status.collect(
         args.cache or [config.cache_path], now=time.time(), horizon=config.horizon_secs, snapshot=snapshot
     )
-    print(json.dumps(infos, indent=2) if args.json else multistatus.render_text(infos))
+    print(json.dumps(infos, indent=2) if args.json else status.render_text(infos))
     return code
 
 
 def _cmd_authorize(args: argparse.Namespace) -> int:
-    from token_refresh import authorize
-    from token_refresh.config import load_app_key, load_config, load_credentials
+    from token_refresh import authorize, oauth
+    from token_refresh.config import load_config, load_credentials
 
     config = load_config(args.config, cache_override=args.cache)
-    mode = authorize.choose_mode(config, args.mode)
-    if args.pkce:
-        client_id, credentials = load_app_key(config.environment), None
-    else:
-        credentials = load_credentials(config.environment)
-        redact.register(credentials.app_secret)
-        client_id = credentials.app_key
-    log.debug("config from %s; cache %s; %s mode", config.source, config.cache_path, mode)
+    mode = oauth.choose_mode(config, args.mode)
+    credentials = load_credentials(config.environment)
+    pkce = args.pkce or credentials.public
+    if credentials.public and not args.pkce:
+        log.info("no app secret configured: a public client, so PKCE is used")
+    log.debug(
+        "config from %s; cache %s; %s mode; %s", config.source, config.cache_path, mode, credentials.kind
+    )
+    make = _transport_factory(config.retry_budget_secs)
     result = authorize.authorize(
         config=config,
-        client_id=client_id,
         credentials=credentials,
         mode=mode,
-        pkce=args.pkce,
+        pkce=pkce,
         open_browser=not args.no_browser,
         timeout=args.timeout,
         clock=time.time,
-        session_factory=lambda: _session_factory(config.retry_budget_secs),
+        transport_factory=lambda: make(None),
         stdin=sys.stdin,
         out=sys.stderr,
     )
+    for note in result.notes:
+        log.warning("%s", note)
     log.info("%s", authorize.summary(result))
     return ExitCode.OK
 
 
-def _log_format(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+def _log_format(args: argparse.Namespace) -> str:
     value = args.log_format or os.environ.get(logs.FORMAT_ENV) or "text"
     if value not in logs.FORMATS:
-        parser.error(f"${logs.FORMAT_ENV} must be one of {', '.join(logs.FORMATS)}, got {value!r}")
+        raise ConfigError(
+            "environment", [f"${logs.FORMAT_ENV} must be one of {', '.join(logs.FORMATS)}, got {value!r}"]
+        )
     return value
+
+
+def _normalise(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+    """``run`` is the default command; a mistyped command is an error naming the valid ones."""
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
+        return ["run", *argv]
+    if argv[0] in SUBCOMMANDS or argv[0] in ("-h", "--help", "--version"):
+        return argv
+    import difflib
+
+    close = difflib.get_close_matches(argv[0], SUBCOMMANDS[:3], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    parser.error(
+        f"unknown command {argv[0]!r}{hint}; the commands are: run (the default), status, authorize, help"
+    )
+    return argv  # not reached: error() exits 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``token-refresh``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv), parser))
+    if args.command == "help":
+        target = parser if args.topic is None else _subparser(parser, args.topic)
+        target.print_help()
+        return ExitCode.OK
+    verbose = getattr(args, "verbose", False)
+    quiet = getattr(args, "quiet", False)
+    try:
+        log_format = _log_format(args)
+    except ConfigError as e:
+        logs.setup(logging.INFO, "text")
+        log.error("%s failed: %s", args.command, e)
+        return e.exit_code
+    quiet_handler = logs.setup(logging.DEBUG if verbose else logging.INFO, log_format, quiet=quiet)
+    record = None
+    if args.command == "run":
+        from token_refresh.observe import RunRecord
+
+        record = RunRecord(started_at=time.time(), metrics_path=args.metrics_file, dry_run=args.dry_run)
+    code = _handle(args, record, verbose)
+    if record is not None:
+        record.finish(code)  # metrics file and hooks; they never change the exit status
+    if quiet_handler is not None:
+        quiet_handler.flush_one(code)
+    return code
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser = action.choices[name]
+            return found
+    return parser
 
 
 def _failure_fields(args: argparse.Namespace, record: RunRecord | None, code: int, message: str) -> Any:
@@ -322,50 +390,33 @@ def _failure_fields(args: argparse.Namespace, record: RunRecord | None, code: in
     return logs.fields(final=True, **record.log_fields())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``token-refresh``; returns the exit status."""
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    if not args_list or args_list[0] not in (*SUBCOMMANDS, "-h", "--help", "--version"):
-        args_list.insert(0, "run")
-    parser = build_parser()
-    args = parser.parse_args(args_list)
-    verbose = getattr(args, "verbose", False)
-    quiet = getattr(args, "quiet", False)
-    quiet_handler = logs.setup(
-        logging.DEBUG if verbose else logging.INFO, _log_format(parser, args), quiet=quiet
-    )
-    record = None
-    if args.command == "run":
-        from token_refresh.observe import RunRecord
-
-        record = RunRecord(started_at=time.time(), metrics_path=args.metrics_file, dry_run=args.dry_run)
-    code = _dispatch(args, record, verbose)
-    if record is not None:
-        record.finish(code)  # metrics file and hooks; they never change the exit status
-    if quiet_handler is not None:
-        quiet_handler.flush_one(code)
-    return code
-
-
-def _dispatch(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -> int:
+def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -> int:
+    """Run the command; the one place where an error becomes a log line and an exit status."""
     try:
         if record is not None:
             return _cmd_run(args, record)
         return _cmd_authorize(args) if args.command == "authorize" else _cmd_status(args)
-    except ReauthorizationRequired as e:
-        log.error("refresh failed: %s", e, extra=_failure_fields(args, record, e.exit_code, str(e)))
-        return e.exit_code
-    except TokenRefreshError as e:
-        log.error("%s failed: %s", args.command, e, extra=_failure_fields(args, record, e.exit_code, str(e)))
-        return e.exit_code
-    except KeyboardInterrupt:
-        log.error("interrupted", extra=_failure_fields(args, record, 130, "interrupted"))
-        return 130
-    except Exception as e:  # the one place that turns a bug into exit 70
+    except (TokenRefreshError, KeyboardInterrupt) as e:
+        code = errors.exit_status(e)
+        message = str(e) if isinstance(e, TokenRefreshError) else "interrupted"
+        verb = f"{args.command} failed"
+        if args.command == "run":
+            verb = "refresh failed" if _sent(e) else "not refreshed"
+        log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message))
+        return code
+    except Exception as e:  # a bug: exit 70, traceback only with -v
+        code = errors.exit_status(e)
         message = f"unexpected error: {type(e).__name__}: {e}"
-        log.error(
-            "%s", message, exc_info=verbose, extra=_failure_fields(args, record, ExitCode.SOFTWARE, message)
-        )
+        log.error("%s", message, exc_info=verbose, extra=_failure_fields(args, record, code, message))
         if not verbose:
             log.error("run again with -v for the traceback")
-        return ExitCode.SOFTWARE
+        return code
+
+
+def _sent(error: BaseException) -> bool:
+    """Whether the failure came from the token endpoint, i.e. a refresh was attempted."""
+    return (
+        isinstance(error, errors.EndpointError)
+        or getattr(error, "oauth_error", None) is not None
+        or (isinstance(error, errors.CacheWriteError) and error.kept_at is not None)
+    )

@@ -6,6 +6,7 @@ import os
 import re
 from typing import Any, Mapping, NamedTuple
 
+from token_refresh.endpoint import Credentials
 from token_refresh.errors import ConfigError
 
 ENVIRONMENTS = ("live", "sim")
@@ -26,7 +27,7 @@ CACHE_PATH_ENV = "AEGIS_SAXO_TOKEN_CACHE_PATH"
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]]+)"
-    r"(?::[0-9]{1,5})?(?:[/?#]\S*)?"
+    r"(?::(?P<port>[0-9]{1,5}))?(?:[/?#]\S*)?"
 )
 
 # key: (minimum, maximum) in seconds; bounds keep a typo from disabling a safety margin.
@@ -38,14 +39,6 @@ NUMERIC_KEYS: dict[str, tuple[float, float]] = {
     "retry_budget_secs": (0, 3600),
     "hook_timeout_secs": (1, 3600),
 }
-DEFAULTS: dict[str, float] = {
-    "interval_secs": 900,
-    "margin_secs": 120,
-    "lock_timeout_secs": 30,
-    "http_timeout_secs": 10,
-    "retry_budget_secs": 60,
-    "hook_timeout_secs": 30,
-}
 KNOWN_KEYS = (
     "environment",
     "token_url",
@@ -55,8 +48,13 @@ KNOWN_KEYS = (
     *NUMERIC_KEYS,
     "metrics_path",
     "hooks",
+    "openapi_url",
 )
 HOOK_EVENTS = ("on_refresh", "on_failure")
+OPENAPI_URLS = {
+    "live": "https://gateway.saxobank.com/openapi",
+    "sim": "https://gateway.saxobank.com/sim/openapi",
+}
 
 
 class Config(NamedTuple):
@@ -77,6 +75,9 @@ class Config(NamedTuple):
     hooks_on_refresh: tuple[str, ...] = ()  # shell command lines
     hooks_on_failure: tuple[str, ...] = ()
     hook_timeout_secs: float = 30
+    cache_source: str = "the built-in default"  # where cache_path came from, for error messages
+    explicit_keys: frozenset[str] = frozenset()  # the keys the config file set
+    openapi_url: str = OPENAPI_URLS["live"]  # used by status --probe only
 
     @property
     def horizon_secs(self) -> float:
@@ -84,27 +85,45 @@ class Config(NamedTuple):
         return self.interval_secs + self.margin_secs
 
 
-class Credentials(NamedTuple):
-    """The OAuth client credentials; ``repr`` never shows the secret."""
+def _loader() -> Any:
+    """A safe loader that refuses duplicate keys and anchors/aliases (an alias bomb is 78 at once)."""
+    import yaml
+    from yaml.constructor import ConstructorError
 
-    app_key: str
-    app_secret: str
+    base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-    def __repr__(self) -> str:
-        return f"Credentials(app_key={self.app_key!r}, app_secret=<SECRET>)"
+    class Loader(base):  # type: ignore[misc]
+        def construct_object(self, node: Any, deep: bool = False) -> Any:
+            if node in self.constructed_objects or node in self.recursive_objects:
+                raise ConstructorError(
+                    None, None, "anchors and aliases (&, *) are not allowed in the config", node.start_mark
+                )
+            return super().construct_object(node, deep=deep)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = getattr(key_node, "value", None)
+                if isinstance(key, str) and key in seen:
+                    raise ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
 
 
-def _read_config_file(path: str) -> Any:
+def _read_config_file(path: str, origin: str) -> Any:
     import yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         with open(path, encoding="utf-8") as f:
-            return yaml.load(f, Loader=loader)  # noqa: S506 - a SafeLoader
+            return yaml.load(f, Loader=_loader())  # noqa: S506 - a SafeLoader
     except FileNotFoundError:
-        raise ConfigError(path, ["config file not found"]) from None
+        raise ConfigError(path, [f"config file not found{origin}"]) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, [f"cannot read config file: {e}"]) from None
+        raise ConfigError(path, [f"cannot read config file{origin}: {e}"]) from None
+    except RecursionError:
+        raise ConfigError(path, ["nested too deeply to be a config"]) from None
     except yaml.YAMLError as e:
         raise ConfigError(path, [f"not valid YAML: {e}"]) from None
 
@@ -121,6 +140,9 @@ def _check_url(key: str, value: object, problems: list[str]) -> str | None:
     # costs 2 ms of a 50 ms run (issue 7); only the scheme and the host matter here
     match = _URL.fullmatch(value)
     scheme, host = (match["scheme"].lower(), match["host"].lower().strip("[]")) if match else ("", "")
+    if match and match["port"] is not None and not 0 < int(match["port"]) <= 65535:
+        problems.append(f"{key}: port {match['port']} is not between 1 and 65535")
+        return None
     if scheme == "https" or (scheme == "http" and host in LOOPBACK_HOSTS):
         return value
     problems.append(
@@ -174,8 +196,13 @@ def config_from_mapping(data: object, source: str) -> Config:
 
     values: dict[str, Any] = {}
     for key, (low, high) in NUMERIC_KEYS.items():
-        value = data.get(key, DEFAULTS[key])
-        if not _is_number(value):
+        value = data.get(key, Config._field_defaults[key])
+        if isinstance(value, str) and _looks_numeric(value):
+            problems.append(
+                f"{key}: {value!r} is a string to YAML 1.1 (an exponent needs a dot and a sign): "
+                "write the number out, e.g. 1000"
+            )
+        elif not _is_number(value) or value is None:
             problems.append(f"{key}: must be a number of seconds, got {type(value).__name__} {value!r}")
         elif not low <= value <= high:
             problems.append(f"{key}: must be between {low:g} and {high:g}, got {value!r}")
@@ -187,6 +214,7 @@ def config_from_mapping(data: object, source: str) -> Config:
     authorize_url = _check_url(
         "authorize_url", data.get("authorize_url", AUTHORIZE_URLS[environment]), problems
     )
+    openapi_url = _check_url("openapi_url", data.get("openapi_url", OPENAPI_URLS[environment]), problems)
     redirect_uri = None
     if data.get("redirect_uri") is not None:
         redirect_uri = _check_url("redirect_uri", data["redirect_uri"], problems)
@@ -202,10 +230,20 @@ def config_from_mapping(data: object, source: str) -> Config:
         token_url=token_url,
         cache_path=cache_path,
         source=source,
+        explicit_keys=frozenset(str(k) for k in data),
         authorize_url=authorize_url,
         redirect_uri=redirect_uri,
+        openapi_url=openapi_url or OPENAPI_URLS[environment],
         **values,
     )
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_config(
@@ -217,12 +255,23 @@ def load_config(
     """Load the config: ``path``, else ``$TOKEN_REFRESH_CONFIG``, else the defaults.
 
     Cache path precedence: ``cache_override`` (``--cache``) > ``$AEGIS_SAXO_TOKEN_CACHE_PATH``
-    > ``cache_path`` in the file > the environment's default.
+    > ``cache_path`` in the file > the environment's default; ``cache_source`` says which.
     """
-    path = path or environ.get(CONFIG_ENV) or None
-    config = config_from_mapping(_read_config_file(path), path) if path else Config()
-    cache_path = cache_override or environ.get(CACHE_PATH_ENV) or config.cache_path
-    return config._replace(cache_path=cache_path)
+    origin = ""
+    if not path and environ.get(CONFIG_ENV):
+        path, origin = environ[CONFIG_ENV], f" (named by ${CONFIG_ENV})"
+    config = config_from_mapping(_read_config_file(path, origin), path) if path else Config()
+    if cache_override:
+        return config._replace(cache_path=cache_override, cache_source="--cache")
+    if environ.get(CACHE_PATH_ENV):
+        return config._replace(cache_path=environ[CACHE_PATH_ENV], cache_source=f"${CACHE_PATH_ENV}")
+    if path and "cache_path" in _keys_of(config):
+        return config._replace(cache_source=f"cache_path in {path}")
+    return config._replace(cache_source=f"the built-in default for environment {config.environment}")
+
+
+def _keys_of(config: Config) -> frozenset[str]:
+    return config.explicit_keys
 
 
 def credential_names(environment: str) -> tuple[str, str]:
@@ -231,43 +280,50 @@ def credential_names(environment: str) -> tuple[str, str]:
     return f"SAXOBANK_APP_KEY_{suffix}", f"SAXOBANK_APP_SECRET_{suffix}"
 
 
-def _read_credential(name: str, environ: Mapping[str, str], problems: list[str]) -> str:
-    direct = environ.get(name, "")
+def _read_credential(
+    name: str, environ: Mapping[str, str], problems: list[str], *, required: bool = True
+) -> str | None:
+    """The variable's value, or its ``_FILE``'s content; None when neither is set."""
     file_name = f"{name}_FILE"
-    file_path = environ.get(file_name, "")
-    if direct and file_path:
+    direct, file_path = environ.get(name), environ.get(file_name)
+    if direct is not None and file_path is not None:
         problems.append(f"both {name} and {file_name} are set; set only one")
-        return ""
-    if file_path:
+        return None
+    if file_path is not None:
+        if not file_path:
+            problems.append(f"{file_name} is empty")
+            return None
         try:
             with open(file_path, encoding="utf-8") as f:
                 value = f.read().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as e:
             problems.append(f"{file_name}: cannot read {file_path}: {getattr(e, 'strerror', None) or e}")
-            return ""
+            return None
         if not value.strip():
             problems.append(f"{file_name}: {file_path} is empty")
         return value
+    if direct is None:
+        if required:
+            problems.append(f"{name} is not set (nor {file_name})")
+        return None
     if not direct.strip():
-        problems.append(f"{name} is not set (nor {file_name})")
+        problems.append(f"{name} is empty")
     return direct
 
 
-def load_app_key(environment: str, environ: Mapping[str, str] = os.environ) -> str:
-    """Read the app key alone: a PKCE code exchange sends no secret."""
-    problems: list[str] = []
-    app_key = _read_credential(credential_names(environment)[0], environ, problems)
-    if problems:
-        raise ConfigError("environment", problems)
-    return app_key
-
-
 def load_credentials(environment: str, environ: Mapping[str, str] = os.environ) -> Credentials:
-    """Read the app key and secret (or their ``*_FILE`` variants); report every problem at once."""
+    """The app key, and the secret if one is configured (none: a public client, RFC 6749 §2.1).
+
+    Every problem is reported at once.
+    """
+    from token_refresh import redact
+
     key_name, secret_name = credential_names(environment)
     problems: list[str] = []
     app_key = _read_credential(key_name, environ, problems)
-    app_secret = _read_credential(secret_name, environ, problems)
+    app_secret = _read_credential(secret_name, environ, problems, required=False)
     if problems:
         raise ConfigError("environment", problems)
+    assert app_key is not None
+    redact.register(app_secret)
     return Credentials(app_key=app_key, app_secret=app_secret)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from token_refresh.cache import Token
+from token_refresh.token import Token
 
 FUTURE_TOLERANCE_SECS = 300  # issued_at further ahead than this means a clock is wrong
 

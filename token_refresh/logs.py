@@ -78,14 +78,17 @@ class QuietHandler(logging.Handler):
             self.records.append(record)
 
     def flush_one(self, exit_code: int) -> None:
-        """Nothing for a valid run; otherwise the outcome line, the other messages folded into it."""
+        """Nothing for a success without warnings; else one line, the other messages folded into it."""
         records, self.records = self.records, []
-        finals = [r for r in records if getattr(r, FINAL_ATTR, False)]
-        main = finals[-1] if finals else (records[-1] if records else None)
-        if main is None:
+        warnings = [r for r in records if r.levelno >= logging.WARNING]
+        if exit_code == 0 and not warnings:
+            return  # cron mails any output: a kept token is no news
+        if exit_code == 0:
+            records = warnings  # the success line itself is no news, only what was odd
+        if not records:
             return
-        if exit_code == 0 and getattr(main, FIELDS_ATTR, {}).get("action") in ("valid", "refreshed_by_other"):
-            return  # cron mails any output; a healthy token is no news
+        finals = [r for r in records if getattr(r, FINAL_ATTR, False)]
+        main = finals[-1] if finals else records[-1]
         others = [_one_line(r.getMessage()) for r in records if r is not main]
         merged = logging.makeLogRecord(main.__dict__)
         merged.msg, merged.args = _one_line(main.getMessage()), None

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
 from token_refresh import redact
-from token_refresh.status import iso, secs
+from token_refresh.fmt import iso, secs
 
 if TYPE_CHECKING:
-    from token_refresh.cache import Token
     from token_refresh.config import Config
-    from token_refresh.cycle import Outcome
     from token_refresh.freshness import Assessment
+    from token_refresh.refresh import Outcome
+    from token_refresh.token import Token
 
 log = logging.getLogger("token_refresh")
 
@@ -38,13 +37,18 @@ class RunRecord:
         self.exit_code: int | None = None
         self.message = ""
         self.duration_secs: float | None = None
+        self.skip_hooks = False  # a stop signal was held until the save: end without hooks
 
     @property
     def cache_path(self) -> str | None:
         """The cache this run worked on, resolved as the cycle does."""
         if self.outcome is not None:
             return self.outcome.path
-        return None if self.config is None else os.path.realpath(self.config.cache_path)
+        if self.config is None:
+            return None
+        from token_refresh import store
+
+        return store.resolve(self.config.cache_path)
 
     def succeeded(self, outcome: Outcome, message: str) -> None:
         """The cycle returned normally."""
@@ -59,15 +63,22 @@ class RunRecord:
         path = self.cache_path
         if self.config is None or path is None:
             return
-        from token_refresh import cache
+        from token_refresh import store
         from token_refresh.errors import TokenRefreshError
         from token_refresh.freshness import classify
 
         try:
-            self.token = cache.load_cache(path)
+            self.token = store.load(path)
         except TokenRefreshError:
             return
         self.assessment = classify(self.token, now=time.time(), horizon=self.config.horizon_secs)
+
+    @property
+    def refreshed(self) -> bool:
+        """Whether this run put a new token in the cache (by a refresh or by rolling one forward)."""
+        from token_refresh.refresh import Action
+
+        return self.outcome is not None and self.outcome.action in (Action.REFRESHED, Action.ADOPTED)
 
     @property
     def state(self) -> str:
@@ -78,7 +89,7 @@ class RunRecord:
         """Structured fields for a JSON log line; fingerprints only, never a token."""
         fields: dict[str, Any] = {"command": "run", "exit_status": self.exit_code, "state": self.state}
         if self.outcome is not None:
-            fields["action"] = self.outcome.action
+            fields["action"] = self.outcome.action.value
         if self.cache_path is not None:
             fields["cache"] = self.cache_path
         a = self.assessment
@@ -131,6 +142,11 @@ class RunRecord:
             return
         from token_refresh import metrics
 
+        metrics.require(
+            "--metrics-file"
+            if self.metrics_path != getattr(self.config, "metrics_path", None)
+            else "metrics_path"
+        )
         a = self.assessment
         metrics.write(
             self.metrics_path,
@@ -139,7 +155,7 @@ class RunRecord:
                 started_at=self.started_at,
                 duration_secs=self.duration_secs or 0.0,
                 exit_code=exit_code,
-                refreshed=self.outcome is not None and self.outcome.action == "refreshed",
+                refreshed=self.refreshed,
                 access_expires_at=None if a is None else a.access_expires_at,
                 refresh_expires_at=None if a is None else a.refresh_expires_at,
             ),
@@ -147,11 +163,11 @@ class RunRecord:
 
     def _run_hooks(self, exit_code: int) -> None:
         config = self.config
-        if config is None:
+        if config is None or self.skip_hooks:
             return
         if exit_code != 0:
             event, commands = "on_failure", config.hooks_on_failure
-        elif self.outcome is not None and self.outcome.action == "refreshed":
+        elif self.refreshed:
             event, commands = "on_refresh", config.hooks_on_refresh
         else:
             return

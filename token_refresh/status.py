@@ -1,71 +1,84 @@
-"""``token-refresh status``: what the cache holds, without lock, network, write or credentials."""
+"""``token-refresh status``: what one or several caches hold, without lock, write or credentials.
+
+The network is used only by ``--probe``. Each cache gets one row (``StatusRow``); the exit
+status is the worst of the rows' problems, decided by their error classes.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-import time
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TypedDict
 
-from token_refresh import cache
-from token_refresh.errors import ExitCode
-from token_refresh.freshness import Assessment, State, classify
+from token_refresh import fmt, logs, store
+from token_refresh.errors import (
+    AccessExpired,
+    ExitCode,
+    ReauthorizationRequired,
+    SnapshotInvalid,
+    SnapshotMissing,
+    TokenRefreshError,
+    worst,
+)
+from token_refresh.freshness import State, classify
+from token_refresh.token import parse_issued_at
 
+__all__ = ["ROW_KEYS", "StatusRow", "collect", "load_snapshot", "render_text", "report"]
 
-def iso(epoch: float | None) -> str | None:
-    """UTC ISO-8601 with a Z, to the second."""
-    if epoch is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def secs(value: float | None) -> float | None:
-    """Seconds as shown in ``status --json`` and log fields: one decimal."""
-    return None if value is None else round(value, 1)
-
-
-def health_exit_code(assessment: Assessment) -> ExitCode:
-    """0: consumers work; 75: access expired but a run will fix it; 77: a person is needed."""
-    if assessment.state is State.EXPIRED:
-        return ExitCode.NOPERM
-    if assessment.access_left <= 0:
-        return ExitCode.TEMPFAIL
-    return ExitCode.OK
+log = logging.getLogger("token_refresh")
 
 
-def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], ExitCode]:
-    """The status of one cache as a JSON-able dict and its exit status; raises Cache*Error."""
-    token = cache.load_cache(path)
+class StatusRow(TypedDict):
+    """One cache in ``status --json``; a cache that cannot be read has every key null but path and error."""
+
+    path: str
+    state: str | None
+    issued_at: str | None
+    access_expires_at: str | None
+    refresh_expires_at: str | None
+    access_expires_in_secs: float | None
+    refresh_expires_in_secs: float | None
+    has_refresh_token: bool | None
+    mtime: str | None
+    age_secs: float | None
+    reason: str | None
+
+
+ROW_KEYS = tuple(StatusRow.__annotations__)
+
+
+def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], TokenRefreshError | None]:
+    """The status of one cache and its problem, if any; raises the cache's own errors."""
+    token = store.load(path)
     assessment = classify(token, now=now, horizon=horizon)
     try:
         mtime: float | None = os.stat(path).st_mtime
     except OSError:
         mtime = None
-
-    info = {
+    row: StatusRow = {
         "path": path,
         "state": assessment.state.value,
-        "issued_at": iso(token.issued_at),
-        "access_expires_at": iso(assessment.access_expires_at),
-        "refresh_expires_at": iso(assessment.refresh_expires_at),
-        "access_expires_in_secs": secs(assessment.access_left),
-        "refresh_expires_in_secs": secs(assessment.refresh_left),
+        "issued_at": fmt.iso(token.issued_at),
+        "access_expires_at": fmt.iso(assessment.access_expires_at),
+        "refresh_expires_at": fmt.iso(assessment.refresh_expires_at),
+        "access_expires_in_secs": fmt.secs(assessment.access_left),
+        "refresh_expires_in_secs": fmt.secs(assessment.refresh_left),
         "has_refresh_token": assessment.has_refresh_token,
-        "mtime": iso(mtime),
-        "age_secs": secs(None if mtime is None else now - mtime),
+        "mtime": fmt.iso(mtime),
+        "age_secs": fmt.secs(None if mtime is None else now - mtime),
         "reason": assessment.reason,
     }
-    return info, health_exit_code(assessment)
-
-
-def _left(value: float | None, expires_at: str | None) -> str:
-    if value is None:
-        return "unknown"
-    word = "left" if value > 0 else "ago (expired)"
-    return f"{abs(value):.0f} s {word}, at {expires_at}"
+    problem: TokenRefreshError | None = None
+    if assessment.state is State.EXPIRED:
+        problem = ReauthorizationRequired(f"token expired: {assessment.reason}")
+    elif assessment.access_left <= 0:
+        problem = AccessExpired()
+    return dict(row), problem
 
 
 def lifetimes_text(info: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The access token, refresh token and file age rows of a ``report`` for a person."""
+    """The access token, refresh token and file age rows for a person."""
     refresh = _left(info["refresh_expires_in_secs"], info["refresh_expires_at"])
     if not info["has_refresh_token"]:
         refresh = "none (cannot be refreshed)"
@@ -77,8 +90,13 @@ def lifetimes_text(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def render_text(info: Mapping[str, Any]) -> str:
-    """Aligned lines for a person."""
+def _left(value: float | None, at: str | None) -> str:
+    if value is None:
+        return "unknown"
+    return f"{fmt.left(value)}, at {at}"
+
+
+def _render_one(info: Mapping[str, Any]) -> str:
     rows = [
         ("path", info["path"]),
         ("state", f"{info['state']} ({info['reason']})"),
@@ -86,3 +104,133 @@ def render_text(info: Mapping[str, Any]) -> str:
         *lifetimes_text(info),
     ]
     return "\n".join(f"{name + ':':15} {value}" for name, value in rows)
+
+
+def load_snapshot(path: str) -> dict[str, str | None]:
+    """``issued_at`` by cache path from an earlier ``status --json`` (a list, or the older single object)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise SnapshotMissing(path, "does not exist") from None
+    except OSError as e:
+        raise SnapshotMissing(path, f"cannot be read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SnapshotInvalid(path, f"is not valid JSON ({type(e).__name__})") from None
+    entries = [data] if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and isinstance(e.get("path"), str) for e in entries
+    ):
+        raise SnapshotInvalid(path, "not a status --json snapshot (a list of objects with a path)")
+    snapshot: dict[str, str | None] = {}
+    for entry in entries:
+        issued = entry.get("issued_at")
+        snapshot[entry["path"]] = issued if isinstance(issued, str) else None
+    return snapshot
+
+
+def _previous(snapshot: Mapping[str, str | None], path: str) -> tuple[bool, str | None]:
+    """(found, issued_at) for ``path``: the same spelling first, else the same file."""
+    if path in snapshot:
+        return True, snapshot[path]
+    real = os.path.realpath(path)
+    for other, issued in snapshot.items():
+        if os.path.realpath(other) == real:
+            return True, issued
+    return False, None
+
+
+def advanced(current: str | None, previous: str | None) -> bool | None:
+    """True if ``issued_at`` moved forward, False if not, None if either side is unknown."""
+    if current is None or previous is None:
+        return None
+    try:
+        return parse_issued_at(current)[0] > parse_issued_at(previous)[0]
+    except (ValueError, OverflowError):
+        return None
+
+
+def collect(
+    paths: Sequence[str],
+    *,
+    now: float,
+    horizon: float,
+    snapshot: Mapping[str, str | None] | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """One status object per cache (a broken cache gets a row with ``error``) and the worst exit status."""
+    rows: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            info, problem = report(path, now=now, horizon=horizon)
+            info["error"] = None
+        except TokenRefreshError as e:
+            problem = e
+            info = dict.fromkeys(ROW_KEYS)
+            info.update(path=path, error=str(e))
+            log.error(
+                "status: %s", e, extra=logs.fields(command="status", cache=path, exit_status=int(e.exit_code))
+            )
+        info["exit_status"] = int(ExitCode.OK if problem is None else problem.exit_code)
+        if snapshot is not None:
+            found, before = _previous(snapshot, path)
+            info["previous_issued_at"] = before
+            info["issued_at_advanced"] = advanced(info["issued_at"], before) if found else None
+        rows.append(info)
+    return rows, worst(row["exit_status"] for row in rows)
+
+
+def _advanced_text(info: Mapping[str, Any]) -> str:
+    result, before = info["issued_at_advanced"], info["previous_issued_at"]
+    if result is True:
+        return f"yes (was {before})"
+    if result is False:
+        return f"NO (snapshot had {before})"
+    return "unknown (not in the snapshot)" if before is None else "unknown"
+
+
+LABELS = (
+    "path",
+    "error",
+    "state",
+    "reason",
+    "issued_at",
+    "access token",
+    "refresh token",
+    "file age",
+    "advanced",
+    "exit status",
+)
+
+
+def _rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = [("path", str(info["path"]))]
+    if info.get("error"):
+        rows.append(("error", str(info["error"])))
+    else:
+        rows += [
+            ("state", str(info["state"])),
+            ("reason", str(info["reason"])),
+            ("issued_at", str(info["issued_at"])),
+            *lifetimes_text(info),
+        ]
+    if "issued_at_advanced" in info:
+        rows.append(("advanced", _advanced_text(info)))
+    rows.append(("exit status", str(info["exit_status"])))
+    return rows
+
+
+def render_text(infos: Sequence[Mapping[str, Any]]) -> str:
+    """One cache: the familiar lines; several: one column per cache, side by side."""
+    if len(infos) == 1 and not infos[0].get("error"):
+        extra = [("advanced", _advanced_text(infos[0]))] if "issued_at_advanced" in infos[0] else []
+        text = _render_one(infos[0])
+        return text + "".join(f"\n{name + ':':15} {value}" for name, value in extra)
+    tables = [dict(_rows(info)) for info in infos]
+    labels = [label for label in LABELS if any(label in table for table in tables)]
+    columns = [[table.get(label, "") for label in labels] for table in tables]
+    widths = [max(len(v) for v in column) for column in columns]
+    lines = []
+    for i, label in enumerate(labels):
+        cells = [column[i].ljust(width) for column, width in zip(columns, widths)]
+        lines.append(f"{label + ':':15} " + "   ".join(cells).rstrip())
+    return "\n".join(lines)
