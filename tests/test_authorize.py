@@ -22,16 +22,16 @@ import requests
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
 from support import COMMAND, base_env, write_json
 
-from token_refresh.authorize import (
-    AuthorizationFailed,
+from token_refresh.errors import TokenRefreshError
+from token_refresh.oauth import (
     Redirect,
     build_authorize_url,
     check_redirect,
     code_challenge,
     listen_address,
-    new_cache_object,
     parse_redirect,
 )
+from token_refresh.token import merge_authorization
 
 URL_RE = re.compile(r"(http://127\.0\.0\.1:\d+/authorize\?\S+)")
 PASTE_REDIRECT = "https://app.example.test/saxo/callback"
@@ -315,22 +315,27 @@ def test_state_mismatch_pasted_is_refused(
     assert_no_secrets(saxo, result)
 
 
-def test_state_mismatch_at_the_listener_is_refused(
+def test_listener_ignores_redirects_without_this_requests_state(
     saxo: FakeSaxo, auth_config: Callable[..., Path], cache_path: Path
 ) -> None:
-    raw = write_json(cache_path, saxo.seed_cache(age=5000))
+    """Login CSRF: a forged link (another state, or none) is refused and the real redirect still works."""
+    write_json(cache_path, saxo.seed_cache(age=5000))
     app = start(auth_config(f"http://127.0.0.1:{free_port()}/cb"), "--listen", "--no-browser")
-    redirect = _tamper_state(login(app.url()))
+    redirect = login(app.url())
     http = _http()
     assert http.get(redirect.replace("/cb?", "/other?"), timeout=30).status_code == 404
+    forged = http.get(_tamper_state(redirect), timeout=30)
+    stateless = http.get(redirect.split("&state=")[0], timeout=30)
+    assert saxo.requests == []  # nothing was exchanged for either
     page = http.get(redirect, timeout=30)
     result = app.finish()
 
-    assert page.status_code == 400
-    assert "Authorization failed" in page.text
-    assert result.returncode == 65, result.stderr
-    assert cache_path.read_bytes() == raw
-    assert saxo.requests == []
+    assert forged.status_code == stateless.status_code == 400
+    assert "Not this login" in forged.text
+    assert page.status_code == 200
+    assert result.returncode == 0, result.stderr
+    assert [r["grant_type"] for r in saxo.requests] == ["authorization_code"]
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
     assert_no_secrets(saxo, result)
 
 
@@ -489,7 +494,7 @@ def test_no_room_for_the_new_cache_fails_before_the_code_is_spent(
 def test_help_documents_the_exit_statuses(run_cli: Any) -> None:
     result = run_cli("authorize", "--help", env=_env())
     assert result.returncode == 0
-    for text in ("--paste", "--listen", "--pkce", "--timeout", "65  the redirect", "77  refused"):
+    for text in ("--paste", "--listen", "--pkce", "--timeout", "authorize: the redirect", "refused"):
         assert text in result.stdout
 
 
@@ -546,11 +551,12 @@ def test_parse_redirect(text: str, expected: Redirect) -> None:
         (Redirect("c0de", "other", None, None), 65),
         (Redirect(None, "s1", None, None), 65),
         (Redirect(None, "s1", "access_denied", None), 77),
-        (Redirect("c0de", "other", "server_error", "down"), 77),
+        (Redirect("c0de", "other", "server_error", "down"), 65),  # not this request's: ignored
+        (Redirect(None, None, "access_denied", None), 77),
     ],
 )
 def test_check_redirect_refusals(redirect: Redirect, status: int) -> None:
-    with pytest.raises(AuthorizationFailed) as caught:
+    with pytest.raises(TokenRefreshError) as caught:
         check_redirect(redirect, expected_state="s1")
     assert caught.value.exit_code == status
 
@@ -584,7 +590,7 @@ def test_new_cache_object_drops_old_token_fields() -> None:
         "note": "kept",
     }
     response = {"access_token": "new-a", "refresh_token": "new-r", "expires_in": 1200}
-    data = new_cache_object(previous, response, sent_at=1_800_000_000.5)
+    data = merge_authorization(previous, response, sent_at=1_800_000_000.5)
     assert data == {
         "note": "kept",
         "access_token": "new-a",
@@ -592,4 +598,4 @@ def test_new_cache_object_drops_old_token_fields() -> None:
         "expires_in": 1200,
         "issued_at": "2027-01-15T08:00:00Z",
     }
-    assert new_cache_object({}, response, sent_at=1.25)["issued_at"] == 1.25
+    assert merge_authorization({}, response, sent_at=1.25)["issued_at"] == 1.25

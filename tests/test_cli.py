@@ -176,12 +176,12 @@ def test_cache_flag_beats_environment_and_config(saxo, cli_run, cache_path: Path
 
 
 def test_unexpected_error_exits_70_traceback_only_with_verbose(monkeypatch, capsys, tmp_path) -> None:
-    import token_refresh.cycle
+    import token_refresh.refresh
 
     def boom(**kwargs) -> None:
         raise RuntimeError("boom near s3cret-value-xyz")
 
-    monkeypatch.setattr(token_refresh.cycle, "run_cycle", boom)
+    monkeypatch.setattr(token_refresh.refresh, "run_cycle", boom)
     monkeypatch.setenv("SAXOBANK_APP_KEY_LIVE", "key-1234")
     monkeypatch.setenv("SAXOBANK_APP_SECRET_LIVE", "s3cret-value-xyz")
     monkeypatch.setenv("AEGIS_SAXO_TOKEN_CACHE_PATH", str(tmp_path / "c.json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from token_refresh.cache import parse_token
+from token_refresh.token import parse
 from token_refresh.freshness import FUTURE_TOLERANCE_SECS, State, classify
 
 T0 = 1_800_000_000  # issued_at of every token below
@@ -17,7 +17,7 @@ def token(expires_in: float = 1200, refresh: str | None = "rt-abcdef", rt_expire
         data["refresh_token"] = refresh
     if rt_expires_in is not None:
         data["refresh_token_expires_in"] = rt_expires_in
-    return parse_token(data, path="test")
+    return parse(data)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,8 @@ import pytest
 from fake_saxo import FakeSaxo
 from support import write_json
 
-from token_refresh import multistatus
+from token_refresh import status
+from token_refresh.errors import worst
 
 RunCli = Callable[..., Any]
 
@@ -129,7 +130,7 @@ def test_default_cache_is_the_configs_and_json_is_a_list(
     assert code == 0
     assert len(rows) == 1
     assert rows[0]["path"] == str(cache_path)
-    for key in multistatus.INFO_KEYS:
+    for key in status.ROW_KEYS:
         assert key in rows[0]
 
 
@@ -202,12 +203,12 @@ def test_exit_status_is_the_worst(
 
 
 def test_worst_ranks_every_code() -> None:
-    assert multistatus.worst([]) == 0
-    assert multistatus.worst([0, 75, 65, 66, 77]) == 77
-    assert multistatus.worst([0, 75, 65, 66]) == 66
-    assert multistatus.worst([0, 75, 65]) == 65
-    assert multistatus.worst([75, 0]) == 75
-    assert multistatus.worst([77, 70]) == 70  # an unexpected status outranks all
+    assert worst([]) == 0
+    assert worst([0, 75, 65, 66, 77]) == 77
+    assert worst([0, 75, 65, 66]) == 66
+    assert worst([0, 75, 65]) == 65
+    assert worst([75, 0]) == 75
+    assert worst([77, 70]) == 70  # an unexpected status outranks all
 
 
 @pytest.mark.parametrize(
@@ -222,4 +223,4 @@ def test_worst_ranks_every_code() -> None:
     ],
 )
 def test_advanced(current: str | None, previous: str | None, expected: bool | None) -> None:
-    assert multistatus.advanced(current, previous) is expected
+    assert status.advanced(current, previous) is expected

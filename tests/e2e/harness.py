@@ -187,7 +187,7 @@ class Runner:
 
     def assert_holds_newest(self) -> dict[str, Any]:
         """The cache parses and holds the last token the server issued."""
-        from token_refresh.cache import load_cache
+        from token_refresh.store import load as load_cache
 
         token = load_cache(str(self.cache))
         assert token.refresh_token == self.saxo.current_refresh

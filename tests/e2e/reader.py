@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from token_refresh.cache import load_cache
+from token_refresh.store import load as load_cache
 from token_refresh.errors import TokenRefreshError
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from harness import TALLY, Runner, temp_files
 
-from token_refresh.cache import load_cache
+from token_refresh.store import load as load_cache
 
 DELAY = 0.4  # the server answers this long after spending the token: a wide window to land a kill in
 SEED = 3  # fixed, so that a failure can be replayed

@@ -11,8 +11,8 @@ from harness import TALLY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from token_refresh import cache
-from token_refresh.cycle import merge_response
+from token_refresh import store
+from token_refresh import token as tokens
 from token_refresh.freshness import FUTURE_TOLERANCE_SECS, State, classify
 
 RANK = {State.VALID: 0, State.NEEDS_REFRESH: 1, State.EXPIRED: 2}
@@ -23,13 +23,13 @@ lifetimes = st.floats(min_value=-3600, max_value=30 * 86400, allow_nan=False)
 
 def _token(
     issued_at: float, expires_in: float, rt_expires_in: float | None, has_refresh: bool
-) -> cache.Token:
+) -> tokens.Token:
     data: dict[str, Any] = {"access_token": "a" * 40, "issued_at": issued_at, "expires_in": expires_in}
     if has_refresh:
         data["refresh_token"] = "r" * 36
     if rt_expires_in is not None:
         data["refresh_token_expires_in"] = rt_expires_in
-    return cache.parse_token(data, path="generated")
+    return tokens.parse(data)
 
 
 @settings(max_examples=400, deadline=None)
@@ -79,15 +79,15 @@ epochs = st.integers(min_value=0, max_value=4_000_000_000)
 issued_ats = st.one_of(
     epochs.map(lambda e: ("int", e)),
     epochs.map(lambda e: ("float", e + 0.25)),
-    epochs.map(lambda e: ("iso-z", cache.format_issued_at(e, "iso-z"))),
-    epochs.map(lambda e: ("iso-offset", cache.format_issued_at(e, "iso-offset"))),
-    epochs.map(lambda e: ("iso-naive", cache.format_issued_at(e, "iso-naive"))),
+    epochs.map(lambda e: ("iso-z", tokens.format_issued_at(e, "iso-z"))),
+    epochs.map(lambda e: ("iso-offset", tokens.format_issued_at(e, "iso-offset"))),
+    epochs.map(lambda e: ("iso-naive", tokens.format_issued_at(e, "iso-naive"))),
 )
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    unknown=st.dictionaries(st.text().filter(lambda k: k not in cache.TOKEN_FIELDS), json_values, max_size=5),
+    unknown=st.dictionaries(st.text().filter(lambda k: k not in tokens.TOKEN_FIELDS), json_values, max_size=5),
     issued=issued_ats,
     sent_at=epochs,
 )
@@ -105,17 +105,17 @@ def test_save_load_round_trip_keeps_unknown_fields_and_issued_at_style(
     }
     with tempfile.TemporaryDirectory() as folder:
         path = str(Path(folder) / "cache.json")
-        with cache.PendingWrite(path, reserve=64) as pending:
-            pending.commit(cache.serialize(data))
-        loaded = cache.load_cache(path)
+        with store.PendingWrite(path, reserve=64) as pending:
+            pending.commit(store.serialize(data))
+        loaded = store.load(path)
         assert loaded.data == data
         assert loaded.issued_at_style == style
         # a refresh rewrites the cache: unknown fields survive, issued_at keeps its representation
         response = {"access_token": "b" * 40, "refresh_token": "s" * 36, "expires_in": 1200}
-        merged = merge_response(loaded, response, sent_at=float(sent_at))
-        with cache.PendingWrite(path, reserve=64) as pending:
-            pending.commit(cache.serialize(merged))
-        again = cache.load_cache(path)
+        merged = tokens.merge_refresh(loaded, response, sent_at=float(sent_at))
+        with store.PendingWrite(path, reserve=64) as pending:
+            pending.commit(store.serialize(merged))
+        again = store.load(path)
     assert {k: again.data[k] for k in unknown} == unknown
     assert again.issued_at_style == style
     assert again.issued_at == float(sent_at)
