@@ -279,13 +279,27 @@ def test_invalid_grant_exits_77_and_asks_for_a_person(saxo, cli_run, cache_path:
     assert cache_path.read_bytes() == raw
 
 
-def test_expired_token_exits_77_without_calling(saxo, cli_run, cache_path: Path) -> None:
+def test_refresh_token_expired_by_the_clock_is_still_tried(saxo, cli_run, cache_path: Path) -> None:
+    """The server decides expiry: a skewed clock or a wrong lifetime must not force a login."""
     raw = write_json(cache_path, saxo.seed_cache(age=4000))
-    for args in (("run",), ("run", "--dry-run"), ("run", "--force")):
-        result = cli_run(*args, "--config", "{config}")
-        assert result.returncode == ExitCode.NOPERM
-        assert "refresh token expired; Manual re-authorization required" in result.stderr
+    dry = cli_run("run", "--dry-run", "--config", "{config}")
+    assert dry.returncode == 0
     assert saxo.requests == []
+    assert cache_path.read_bytes() == raw
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == 0, result.stderr
+    assert "refresh token expired by the local clock; trying it anyway" in result.stderr
+    assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
+
+
+def test_refused_after_the_clock_said_expired_exits_77(saxo, cli_run, cache_path: Path) -> None:
+    raw = write_json(cache_path, saxo.seed_cache(age=4000))
+    saxo.current_refresh = "the-server-moved-on"
+    result = cli_run("run", "--config", "{config}")
+    assert result.returncode == ExitCode.NOPERM
+    assert "invalid_grant" in result.stderr
+    assert "Manual re-authorization required" in result.stderr
+    assert len(saxo.requests) == 1
     assert cache_path.read_bytes() == raw
 
 
@@ -308,10 +322,10 @@ def test_force_without_refresh_token_exits_77(saxo, cli_run, cache_path: Path) -
 def test_missing_credentials_exit_78_even_when_valid(saxo, cli_run, cache_path: Path) -> None:
     valid_cache(saxo, cache_path)
     env = base_env()
-    del env["SAXOBANK_APP_SECRET_LIVE"]
+    del env["SAXOBANK_APP_KEY_LIVE"]
     result = cli_run("run", "--config", "{config}", env=env)
     assert result.returncode == ExitCode.CONFIG
-    assert "SAXOBANK_APP_SECRET_LIVE is not set" in result.stderr
+    assert "SAXOBANK_APP_KEY_LIVE is not set" in result.stderr
 
 
 def test_conflicting_secret_file_exits_78(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
@@ -457,5 +471,5 @@ def test_stop_signal_during_refresh_waits_for_the_save(saxo, config_file, cache_
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert f"signal {int(sig)} arrived during the refresh" in err
+    assert f"{signal.Signals(sig).name} arrived during the refresh and waited until the new token was saved" in err
     assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh

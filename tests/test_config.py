@@ -18,7 +18,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_file() -> None:
     config = load_config(None, environ={})
-    assert config == Config(source="built-in defaults")
+    assert config == Config(source="built-in defaults", cache_source="the built-in default for environment live")
     assert config.token_url == "https://live.logonvalidation.net/token"
     assert config.cache_path == "/data/tokens/saxobank_tokens_live.json"
     assert config.horizon_secs == 1020
@@ -112,7 +112,19 @@ def test_missing_credentials_name_every_variable() -> None:
     with pytest.raises(ConfigError) as info:
         load_credentials("live", {})
     assert "SAXOBANK_APP_KEY_LIVE is not set" in str(info.value)
-    assert "SAXOBANK_APP_SECRET_LIVE is not set" in str(info.value)
+    assert "SECRET" not in str(info.value)  # no secret: a public client, not an error
+
+
+def test_no_secret_is_a_public_client() -> None:
+    credentials = load_credentials("live", {"SAXOBANK_APP_KEY_LIVE": "key-1234"})
+    assert credentials.public
+    assert credentials.app_secret is None
+
+
+@pytest.mark.parametrize("name", ["SAXOBANK_APP_KEY_LIVE", "SAXOBANK_APP_SECRET_LIVE"])
+def test_empty_credential_says_empty(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} is empty"):
+        load_credentials("live", {**LIVE, name: " "})
 
 
 def test_both_forms_set_is_an_error(tmp_path: Path) -> None:

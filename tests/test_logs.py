@@ -113,9 +113,9 @@ def test_status_json_logs(run_cli: RunCli, tmp_path: Path) -> None:
     assert line["cache"] == str(missing)
 
 
-def test_bad_log_format_env_is_a_usage_error(run_cli: RunCli) -> None:
+def test_bad_log_format_env_is_a_configuration_error(run_cli: RunCli) -> None:
     result = run_cli("status", env=base_env(TOKEN_REFRESH_LOG_FORMAT="yaml"))
-    assert result.returncode == 2
+    assert result.returncode == 78
     assert "TOKEN_REFRESH_LOG_FORMAT" in result.stderr
 
 
@@ -153,7 +153,18 @@ def test_quiet_valid_run_prints_nothing(
     assert result.stdout == result.stderr == ""
 
 
-def test_quiet_valid_developer_token_prints_nothing(
+@pytest.mark.parametrize("age", [100, 1000])  # valid, and due so that the run refreshes
+def test_quiet_success_prints_nothing(
+    run_cli: RunCli, saxo: FakeSaxo, config_file: Callable[..., Path], cache_path: Path, age: int
+) -> None:
+    write_json(cache_path, saxo.seed_cache(age=age))
+    result = run_cli("run", "-q", "--config", str(config_file()))
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert saxo.refreshes == (age == 1000)
+
+
+def test_quiet_success_with_a_warning_prints_it_in_one_line(
     run_cli: RunCli, saxo: FakeSaxo, config_file: Callable[..., Path], cache_path: Path
 ) -> None:
     seed = saxo.seed_cache(age=100)
@@ -161,13 +172,13 @@ def test_quiet_valid_developer_token_prints_nothing(
     write_json(cache_path, seed)
     result = run_cli("run", "-q", "--config", str(config_file()))
     assert result.returncode == 0
-    assert result.stderr == ""
+    assert result.stderr.count("\n") == 1
+    assert "WARNING the token has no refresh token" in result.stderr
 
 
 @pytest.mark.parametrize(
     ("case", "code", "needles"),
     [
-        ("refresh", 0, ["token refreshed"]),
         ("invalid_grant", 77, ["Manual re-authorization required"]),
         ("invalid_client", 78, ["rejected the client credentials"]),
         ("500", 75, ["token endpoint unavailable"]),

@@ -197,7 +197,7 @@ def config_from_mapping(data: object, source: str) -> Config:
     values: dict[str, Any] = {}
     for key, (low, high) in NUMERIC_KEYS.items():
         value = data.get(key, Config._field_defaults[key])
-        if isinstance(value, str) and _looks_numeric(value):
+        if isinstance(value, str) and "e" in value.lower() and _looks_numeric(value):
             problems.append(
                 f"{key}: {value!r} is a string to YAML 1.1 (an exponent needs a dot and a sign): "
                 "write the number out, e.g. 1000"

@@ -212,10 +212,7 @@ class NoAnswer(EndpointError):
     summary = "the request was sent but no complete answer came in time (never retried)"
 
     def __str__(self) -> str:
-        return (
-            f"no complete answer from the token endpoint: {self.detail}; "
-            "the refresh token may already be spent"
-        )
+        return f"no complete answer: {self.detail}; the refresh token may already be spent"
 
 
 class EndpointUnavailable(EndpointError):
@@ -235,7 +232,7 @@ class UnusableResponse(EndpointError):
     summary = "a 2xx answer without a usable new token"
 
     def __str__(self) -> str:
-        return f"unusable token response ({self.where}, {self.detail}); the refresh token may be spent"
+        return f"unusable token response ({self.where}, {self.detail}); the refresh token may already be spent"
 
 
 class ClientRejected(EndpointError):

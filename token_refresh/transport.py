@@ -244,7 +244,7 @@ class RequestsSend:
                 finally:
                     r.close()
         except _DeadlinePassed:
-            raise NoAnswer(f"the whole request took longer than {request.timeout:g} s") from None
+            raise NoAnswer(f"the token endpoint did not answer within {request.timeout:g} s") from None
         finally:
             _CONNECTED[0] = None
         headers = {k.lower(): v for k, v in r.headers.items()}

@@ -42,7 +42,7 @@ CACHES: list[tuple[str, bytes, int, str]] = [
         "'access_token' is missing",
     ),
     ("access-token-int", _with(access_token=12), 65, "'access_token' must be a non-empty string"),
-    ("access-token-empty", _with(access_token=""), 65, "'access_token' must be a non-empty string"),
+    ("access-token-empty-no-refresh", _with(access_token="", refresh_token=None), 65, "'access_token' must be"),
     ("refresh-token-list", _with(refresh_token=["x"]), 65, "'refresh_token' must be a string"),
     ("issued-at-bool", _with(issued_at=True), 65, "'issued_at' is not a time"),
     ("issued-at-garbage", _with(issued_at="yesterday"), 65, "'issued_at' is not a time"),
@@ -146,7 +146,9 @@ def test_issued_at_in_the_future_is_refreshed_with_a_warning(e2e: Runner) -> Non
     e2e.assert_holds_newest()
 
 
-# name, extra YAML lines (appended to a good config), extra environment, words the message must contain
+UNSET = "<unset>"  # an environment value that removes the variable
+# name, extra YAML lines (replacing the same keys of a good config), extra environment, words the message
+# must contain
 CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
     ("bad-yaml", "margin_secs: [60\n", {}, "not valid YAML"),
     ("unknown-key", "colour: blue\n", {}, "unknown key 'colour'"),
@@ -172,13 +174,17 @@ CONFIGS: list[tuple[str, str, dict[str, str], str]] = [
         {"SAXOBANK_APP_SECRET_LIVE_FILE": "{secret_file}"},
         "both SAXOBANK_APP_SECRET_LIVE and SAXOBANK_APP_SECRET_LIVE_FILE are set",
     ),
-    ("no-secret", "", {"SAXOBANK_APP_SECRET_LIVE": ""}, "SAXOBANK_APP_SECRET_LIVE is not set"),
+    ("empty-secret", "", {"SAXOBANK_APP_SECRET_LIVE": ""}, "SAXOBANK_APP_SECRET_LIVE is empty"),
+    ("no-key", "", {"SAXOBANK_APP_KEY_LIVE": UNSET}, "SAXOBANK_APP_KEY_LIVE is not set"),
     (
         "empty-secret-file",
         "",
-        {"SAXOBANK_APP_SECRET_LIVE": "", "SAXOBANK_APP_SECRET_LIVE_FILE": "{empty_file}"},
+        {"SAXOBANK_APP_SECRET_LIVE": UNSET, "SAXOBANK_APP_SECRET_LIVE_FILE": "{empty_file}"},
         "SAXOBANK_APP_SECRET_LIVE_FILE: {empty_file} is empty",
     ),
+    ("duplicate-key", "margin_secs: 60\nmargin_secs: 90\n", {}, "duplicate key 'margin_secs'"),
+    ("alias", "hooks: &h {on_refresh: [a]}\nx: *h\n", {}, "anchors and aliases"),
+    ("port-too-big", 'token_url: "https://example.com:70000/token"\n', {}, "port 70000 is not between"),
 ]
 
 
@@ -191,11 +197,15 @@ def test_broken_config(
     files["secret_file"].write_text("another-secret-value\n")
     files["empty_file"].write_text("")
     fill = {k: str(v) for k, v in files.items()}
-    good = e2e.config.read_text()
+    set_keys = {line.split(":")[0] for line in (extra or "").splitlines()}
+    good = "".join(
+        line for line in e2e.config.read_text().splitlines(True) if line.split(":")[0] not in set_keys
+    )
     e2e.config.write_text("- environment: live\n" if extra is None else good + extra)
     TALLY.faults += 1
     before = _listing(e2e.cache.parent)
     env = base_env(**{k: v.format(**fill) for k, v in environ.items()})
+    env = {k: v for k, v in env.items() if v != UNSET}
     done = e2e.run("run", env=env)
     assert done.returncode == 78, done.stderr
     assert words.format(**fill) in done.stderr

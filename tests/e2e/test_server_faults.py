@@ -14,8 +14,7 @@ FAULTS: list[tuple[str, float, int, int, str]] = [
     ("500-html", 0, 75, 1, "HTTP 500"),
     ("200-html", 0, 75, 1, "unusable token response"),
     ("truncated", 0, 75, 1, "unusable token response"),
-    ("missing-fields", 0, 75, 1, "'refresh_token' missing"),
-    ("wrong-types", 0, 75, 1, "'access_token' missing or not a non-empty string"),
+    ("wrong-types", 0, 75, 1, "neither 'access_token' nor 'refresh_token' is a non-empty string"),
     ("429", 30, 75, 1, "HTTP 429"),  # Retry-After beyond the budget: no second try
     ("redirect", 0, 78, 1, "redirect"),
     ("404", 0, 78, 1, "HTTP 404"),
