@@ -666,12 +666,6 @@ def test_a_failed_save_keeps_the_spent_for_token_and_the_next_run_adopts_it(
 
 
 @pytest.mark.skipif(not ROOT_POWERS, reason="only root gives the temp the cache owner's uid")
-@pytest.mark.xfail(
-    strict=True,
-    raises=ReauthorizationRequired,
-    reason="BUG store.recover_temps: as root, a temp chowned to the cache's owner is 'not this user's' "
-    "and is left alone, so the next run presents the spent refresh token",
-)
 def test_root_adopts_the_temp_it_gave_to_the_cache_owner(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -946,12 +940,6 @@ def test_a_stop_while_holding_the_lock_before_any_request_ends_the_run(cache: Pa
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=Interrupted,
-    reason="BUG refresh._refresh/stops.StopGuard: a stop after settled() but before the guard exits "
-    "raises Interrupted ('nothing was spent, the cache is unchanged', 143) though the token was saved",
-)
 def test_a_stop_just_after_the_save_does_not_claim_nothing_was_spent(cache: Path) -> None:
     write_cache(cache, token_data(age=DUE))
     clock = FakeClock()

@@ -232,7 +232,9 @@ class UnusableResponse(EndpointError):
     summary = "a 2xx answer without a usable new token"
 
     def __str__(self) -> str:
-        return f"unusable token response ({self.where}, {self.detail}); the refresh token may already be spent"
+        return (
+            f"unusable token response ({self.where}, {self.detail}); the refresh token may already be spent"
+        )
 
 
 class ClientRejected(EndpointError):

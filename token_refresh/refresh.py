@@ -94,7 +94,8 @@ def run_cycle(
             log.warning(
                 "%s by the local clock; trying it anyway, the token endpoint decides", assessment.reason
             )
-        return _refresh(config, credentials, clock, transport_factory(guard), guard, latest, path)
+        outcome = _refresh(config, credentials, clock, transport_factory(guard), latest, path)
+        return outcome._replace(stopped_by=guard.settled())
 
 
 class _NoGuard:
@@ -132,7 +133,6 @@ def _refresh(
     credentials: Credentials,
     clock: Clock,
     transport: Transport,
-    guard: StopGuardLike,
     token: Token,
     path: str,
 ) -> Outcome:
@@ -142,18 +142,15 @@ def _refresh(
     reserve = len(token.raw) + store.RESERVE_SLACK
     with store.PendingWrite(path, reserve=reserve) as pending:
         sent_at = clock()
-        try:
-            granted = endpoint.refresh_grant(
-                transport,
-                token_url=config.token_url,
-                refresh_token=token.refresh_token,
-                credentials=credentials,
-                timeout=config.http_timeout_secs,
-            )
-            content = store.serialize(tokens.merge_refresh(token, granted.fields, sent_at=sent_at))
-            pending.commit(content)
-        finally:
-            stopped_by = guard.settled()
+        granted = endpoint.refresh_grant(
+            transport,
+            token_url=config.token_url,
+            refresh_token=token.refresh_token,
+            credentials=credentials,
+            timeout=config.http_timeout_secs,
+        )
+        content = store.serialize(tokens.merge_refresh(token, granted.fields, sent_at=sent_at))
+        pending.commit(content)
     new_token = tokens.parse(tokens.decode_json(content), raw=content)
     new_assessment = classify(new_token, now=clock(), horizon=config.horizon_secs)
     notes = list(granted.notes)
@@ -170,16 +167,4 @@ def _refresh(
         notes=tuple(notes),
         attempts=getattr(transport, "attempts", 1),
         elapsed=getattr(transport, "elapsed", 0.0),
-        stopped_by=stopped_by,
     )
-
-
-if TYPE_CHECKING:
-    from typing import Protocol
-
-    class StopGuardLike(Protocol):
-        def sent(self) -> None: ...
-
-        def landed(self) -> None: ...
-
-        def settled(self) -> int | None: ...

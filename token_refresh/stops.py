@@ -66,6 +66,9 @@ class StopGuard:
             raise _Stop(signum)
 
     def settled(self) -> int | None:
-        """The new token is saved (or the attempt failed): stop holding; return a held signal."""
-        self.at_stake = False
+        """The new token is saved: a signal held so far (or arriving until the guard exits) is returned.
+
+        Holding continues until the guard exits, so a stop after the save is never reported as
+        "nothing was spent".
+        """
         return self.pending

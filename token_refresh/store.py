@@ -236,6 +236,11 @@ def recover_temps(path: str) -> Token | None:
         current: Token | None = load(path)
     except (CacheMissing, CacheInvalid):
         current = None
+    # ours: made by this user, or by root for the cache's owner (PendingWrite copies the owner)
+    owners = {os.geteuid()}
+    if os.geteuid() == 0:
+        with contextlib.suppress(OSError):
+            owners.add(os.stat(path).st_uid)
     ours: list[tuple[str, Token | None]] = []
     newer: list[tuple[str, Token]] = []
     for name in names:
@@ -244,7 +249,7 @@ def recover_temps(path: str) -> Token | None:
             st = os.lstat(temp)
         except FileNotFoundError:
             continue
-        if not (_is_regular(st.st_mode) and st.st_uid == os.geteuid()):
+        if not (_is_regular(st.st_mode) and st.st_uid in owners):
             log.warning("left %s alone: not a regular file of this user's", temp)
             continue
         ours.append((temp, _complete_token(temp)))

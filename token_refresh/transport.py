@@ -96,7 +96,7 @@ def retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     value = headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         number = float(value)
@@ -174,23 +174,6 @@ class Retrying:
 # -- one attempt over requests --------------------------------------------------------------
 
 
-def _connect_failure(error: BaseException) -> bool:
-    """Whether requests failed before anything was sent (DNS, refused, connect timeout, TLS)."""
-    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, SSLError
-
-    seen: BaseException | None = error
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, (NewConnectionError, ConnectTimeoutError, SSLError)):
-            return True
-        inner = getattr(seen, "reason", None)
-        if not isinstance(inner, BaseException) and seen.args and isinstance(seen.args[0], BaseException):
-            inner = seen.args[0]
-        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
-    return False
-
-
 def _reason(error: BaseException) -> str:
     """The innermost cause of a requests/urllib3 failure, in one short phrase."""
     from token_refresh import fmt
@@ -222,7 +205,13 @@ class RequestsSend:
     def __call__(self, request: Request) -> Response:
         requests = self._requests
         deadline = time.monotonic() + request.timeout
-        _CONNECTED[0] = self.flight.sent
+        connected: list[bool] = []
+
+        def on_connected() -> None:
+            connected.append(True)
+            self.flight.sent()
+
+        _CONNECTED[0] = on_connected
         try:
             with _watchdog(request.timeout):
                 try:
@@ -236,7 +225,8 @@ class RequestsSend:
                         stream=True,
                     )
                 except requests.exceptions.RequestException as e:
-                    if _connect_failure(e):
+                    # only a failure before the connection was made is sure to have sent nothing
+                    if not connected:
                         raise ConnectFailed(_reason(e)) from None
                     raise NoAnswer(_reason(e)) from None
                 try:
@@ -247,6 +237,9 @@ class RequestsSend:
             raise NoAnswer(f"the token endpoint did not answer within {request.timeout:g} s") from None
         finally:
             _CONNECTED[0] = None
+            # a fresh connection for every attempt: the connect hook is what marks a request as
+            # sent (docs/DESIGN.md, "Stop signals"), so no attempt may ride on a kept-alive one
+            self.session.close()
         headers = {k.lower(): v for k, v in r.headers.items()}
         return Response(r.status_code, headers, body)
 
