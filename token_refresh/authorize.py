@@ -22,6 +22,8 @@ __all__ = ["Result", "authorize", "exchange_and_save", "preflight", "summary"]
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
+# invalid_request is what a server that wants PKCE answers a request without it (RFC 7636 §4.4.1)
+PKCE_ADVICE = "the app may require PKCE: run authorize again with --pkce"
 TransportFactory = Callable[[], "Transport"]
 
 
@@ -71,7 +73,7 @@ def exchange_and_save(
                 )
             except ReauthorizationRequired as e:
                 if e.oauth_error == "invalid_request" and request.verifier is None:
-                    advice = "the app may require PKCE: run authorize again with --pkce"
+                    advice = PKCE_ADVICE
                 else:
                     advice = "a code is single-use and expires within minutes: run authorize again"
                 raise AuthorizationRefused(e.reason, advice=advice) from None
@@ -113,7 +115,12 @@ def authorize(
             capture.open_browser(request.url)
 
     def finish(redirect: oauth.Redirect, *, require_state: bool) -> Result:
-        code = oauth.check_redirect(redirect, expected_state=request.state, require_state=require_state)
+        try:
+            code = oauth.check_redirect(redirect, expected_state=request.state, require_state=require_state)
+        except AuthorizationRefused as e:
+            if redirect.error == "invalid_request" and request.verifier is None:
+                raise AuthorizationRefused(e.reason, advice=PKCE_ADVICE) from None
+            raise
         if redirect.state is None:
             log.info("a bare code was given: its state could not be checked")
         return exchange_and_save(
@@ -145,8 +152,8 @@ def authorize(
     return finish(oauth.parse_redirect(capture.read_pasted(stdin, timeout=timeout)), require_state=False)
 
 
-def summary(result: Result) -> str:
-    """One line for the log: fingerprints and expiries, never a token."""
+def summary(result: Result, *, client: str = "") -> str:
+    """One line for the log: fingerprints and expiries, never a token; ``client`` says who asked."""
     a, token = result.assessment, result.token
     fp = redact.fingerprint
     names = f"access {fp(token.access_token)}, refresh {fp(token.refresh_token)}"
@@ -159,4 +166,5 @@ def summary(result: Result) -> str:
     )
     if result.replaced is not None:
         text += f"; replaced access {fp(result.replaced.access_token)}"
-    return f"{text} (cache {result.path})"
+    by = f" by a {client}" if client else ""
+    return f"{text}{by} (cache {result.path})"

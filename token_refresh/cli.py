@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument(
         "--pkce",
         action="store_true",
-        help="send an S256 code challenge (the default, and the only way, for a public client)",
+        help="send an S256 code challenge; always done for a public client (no app secret), and with "
+        "a secret both Basic authentication and the code verifier are sent",
     )
     auth.add_argument("--no-browser", action="store_true", help="only print the URL")
     auth.add_argument(
@@ -196,7 +197,7 @@ def _transport_factory(retry_budget_secs: float) -> Any:
     return make
 
 
-def _summary(outcome: Outcome) -> str:
+def _summary(outcome: Outcome, *, client: str = "") -> str:
     from token_refresh import fmt
     from token_refresh.freshness import State
     from token_refresh.refresh import Action
@@ -216,7 +217,8 @@ def _summary(outcome: Outcome) -> str:
         tries = (
             f" after {outcome.attempts} attempts over {outcome.elapsed:.1f} s" if outcome.attempts > 1 else ""
         )
-        return f"token refreshed{tries}: {left} [{names}] {where}"
+        by = f" by a {client} client" if client else ""
+        return f"token refreshed{tries}: {left} [{names}]{by} {where}"
     if outcome.action is Action.REFRESHED_BY_OTHER:
         return f"token valid: refreshed by another run while this one waited; {left} {where}"
     if outcome.action is Action.WOULD_REFRESH:
@@ -259,7 +261,7 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         )
     for note in outcome.notes:
         log.warning("%s", note)
-    summary = _summary(outcome)
+    summary = _summary(outcome, client="public" if credentials.public else "confidential")
     record.succeeded(outcome, summary)
     log.info("%s", summary, extra=logs.fields(final=True, **record.log_fields()))
     if outcome.stopped_by is not None:
@@ -277,14 +279,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from token_refresh import status
-    from token_refresh.config import load_config
+    from token_refresh.config import client_type, load_config
 
     config = load_config(args.config)
     snapshot = status.load_snapshot(args.since) if args.since else None
     infos, code = status.collect(
         args.cache or [config.cache_path], now=time.time(), horizon=config.horizon_secs, snapshot=snapshot
     )
-    print(json.dumps(infos, indent=2) if args.json else status.render_text(infos))
+    client, why = client_type(config.environment)  # whether a secret is configured, not its value
+    for info in infos:
+        info["client"] = client
+    print(json.dumps(infos, indent=2) if args.json else status.render_text(infos, client=f"{client} ({why})"))
     return code
 
 
@@ -316,7 +321,8 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
     )
     for note in result.notes:
         log.warning("%s", note)
-    log.info("%s", authorize.summary(result))
+    client = "public client" if credentials.public else "confidential client"
+    log.info("%s", authorize.summary(result, client=client + (" with PKCE" if pkce else "")))
     return ExitCode.OK
 
 

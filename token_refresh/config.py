@@ -280,6 +280,15 @@ def credential_names(environment: str) -> tuple[str, str]:
     return f"SAXOBANK_APP_KEY_{suffix}", f"SAXOBANK_APP_SECRET_{suffix}"
 
 
+def client_type(environment: str, environ: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """("public" or "confidential", why), from whether a secret variable is set; no value is read."""
+    _, secret_name = credential_names(environment)
+    for name in (secret_name, f"{secret_name}_FILE"):
+        if name in environ:
+            return "confidential", f"{name} is set"
+    return "public", f"neither {secret_name} nor {secret_name}_FILE is set"
+
+
 def _read_credential(
     name: str, environ: Mapping[str, str], problems: list[str], *, required: bool = True
 ) -> str | None:

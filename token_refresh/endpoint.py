@@ -134,8 +134,9 @@ def interpret(response: Response, *, grant: str, sent_secret: bool = True) -> Gr
     status = response.status
     body = _json_object(response.body)
     if body:
-        # a well-formed answer holds fresh tokens: register them before anything can print them
-        redact.register(body.get("access_token"), body.get("refresh_token"))
+        # a well-formed answer holds fresh tokens: register them before anything can print them;
+        # an OpenID Connect id_token (a signed JWT about the user) is kept in the cache, never printed
+        redact.register(body.get("access_token"), body.get("refresh_token"), body.get("id_token"))
     error = body.get("error") if body else None
     error = error if isinstance(error, str) else None
     detail = None

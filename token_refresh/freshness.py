@@ -69,4 +69,7 @@ def classify(token: Token, *, now: float, horizon: float) -> Assessment:
         return verdict(State.NEEDS_REFRESH, "access token would expire before the next run")
     if refresh_left is not None and refresh_left <= horizon:
         return verdict(State.NEEDS_REFRESH, "refresh token would expire before the next run")
+    if refresh_left is None:
+        # without refresh_token_expires_in (plain OAuth2) nobody knows when the refresh token dies
+        return verdict(State.VALID, "access token outlives the next run; refresh token lifetime unknown")
     return verdict(State.VALID, "access and refresh token outlive the next run")

@@ -166,7 +166,10 @@ def require_redirect_uri(config: Config) -> str:
     if not uri:
         raise ConfigError(
             config.source,
-            ["redirect_uri: required by authorize (the redirect URL registered for the app at Saxo)"],
+            [
+                "redirect_uri: required by authorize "
+                "(the redirect URL registered for the app with the authorization server)"
+            ],
         )
     if "#" in uri:
         raise ConfigError(config.source, [f"redirect_uri: must not contain a fragment, got {uri!r}"])

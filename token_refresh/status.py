@@ -82,6 +82,8 @@ def lifetimes_text(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     refresh = _left(info["refresh_expires_in_secs"], info["refresh_expires_at"])
     if not info["has_refresh_token"]:
         refresh = "none (cannot be refreshed)"
+    elif info["refresh_expires_in_secs"] is None:
+        refresh = "unknown lifetime (the token endpoint sent no refresh_token_expires_in)"
     age = info["age_secs"]
     return [
         ("access token", _left(info["access_expires_in_secs"], info["access_expires_at"])),
@@ -219,12 +221,16 @@ def _rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def render_text(infos: Sequence[Mapping[str, Any]]) -> str:
-    """One cache: the familiar lines; several: one column per cache, side by side."""
+def render_text(infos: Sequence[Mapping[str, Any]], *, client: str | None = None) -> str:
+    """One cache: the familiar lines; several: one column per cache, side by side.
+
+    ``client`` (the OAuth client type, the same for every cache) ends the text when given.
+    """
+    tail = "" if client is None else f"\n{'client:':15} {client}"
     if len(infos) == 1 and not infos[0].get("error"):
         extra = [("advanced", _advanced_text(infos[0]))] if "issued_at_advanced" in infos[0] else []
         text = _render_one(infos[0])
-        return text + "".join(f"\n{name + ':':15} {value}" for name, value in extra)
+        return text + "".join(f"\n{name + ':':15} {value}" for name, value in extra) + tail
     tables = [dict(_rows(info)) for info in infos]
     labels = [label for label in LABELS if any(label in table for table in tables)]
     columns = [[table.get(label, "") for label in labels] for table in tables]
@@ -233,4 +239,4 @@ def render_text(infos: Sequence[Mapping[str, Any]]) -> str:
     for i, label in enumerate(labels):
         cells = [column[i].ljust(width) for column, width in zip(columns, widths)]
         lines.append(f"{label + ':':15} " + "   ".join(cells).rstrip())
-    return "\n".join(lines)
+    return "\n".join(lines) + tail
