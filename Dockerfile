@@ -30,8 +30,12 @@ WORKDIR /src
 COPY setup.cfg pyproject.toml README.md ./
 COPY token_refresh ./token_refresh
 # The version bounds live in setup.cfg; `.` is this repository, not an unpinned package.
+# A build host whose outbound TLS is re-signed (a corporate proxy) may lend its CA bundle to pip
+# for this step only: `podman build --volume <bundle>:/run/build-ca.crt:ro`. Without the mount
+# (the classic builder, DSM) pip uses its own; the bundle never becomes part of the image.
 # hadolint ignore=DL3013
-RUN python -m venv /opt/token-refresh \
+RUN if [ -s /run/build-ca.crt ]; then export PIP_CERT=/run/build-ca.crt REQUESTS_CA_BUNDLE=/run/build-ca.crt; fi \
+ && python -m venv /opt/token-refresh \
  && /opt/token-refresh/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/token-refresh/bin/pip install --no-cache-dir '.[metrics]'
 

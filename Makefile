@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_BIN := .venv-bench/bin
 
-.PHONY: test demo lint lint-deploy venv clean compat bench
+.PHONY: test demo lint lint-deploy venv clean compat bench container-test
 
 RUN_STAMP := $(VENV)/.installed-run
 
@@ -25,7 +25,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check token_refresh tests benchmarks
 	$(BIN)/ruff format --check token_refresh tests benchmarks
-	$(BIN)/mypy --strict token_refresh
+	$(BIN)/mypy --strict token_refresh tests
 
 # Static checks of the deployment files (no Docker engine here): every shell script, the Dockerfile.
 lint-deploy: $(STAMP)
@@ -45,6 +45,11 @@ compat:
 	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider \
 		--ignore=tests/e2e tests
 
+# The sidecar for real: podman builds the Dockerfile and runs docker-compose.cron.yml against the
+# fake endpoint (tests/container/run.sh). Needs root and apt-get (it installs podman); else skipped.
+container-test:
+	bash tests/container/run.sh
+
 # A regular install, as in production: the editable install of .venv adds an import hook that loads
 # pathlib, re and urllib.parse into every interpreter. Not part of `make test` (slow, needs quiet CPUs).
 # The figures go to $(BENCH_OUTPUT), never over benchmarks/results.json (the committed reference):
@@ -61,4 +66,4 @@ demo: $(RUN_STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tests/demo.py
 
 clean:
-	rm -rf $(VENV) .venv-bench .venv39 build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-bench .venv39 .venv-container build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

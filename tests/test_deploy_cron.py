@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -13,7 +16,7 @@ from typing import Any, Callable
 from croniter import croniter
 from deploy_support import REPO, cli_bin_dir, console_script_name, invocation_problems
 from fake_saxo import FakeSaxo
-from support import base_env, write_json
+from support import Processes, base_env, write_json
 
 CRONTAB = REPO / "cron" / "crontab"
 ENTRYPOINT = REPO / "cron" / "entrypoint.sh"
@@ -58,25 +61,25 @@ def _fake_supercronic(tmp_path: Path) -> Path:
     return bin_dir
 
 
-def _entrypoint(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _entrypoint(
+    processes: Processes, tmp_path: Path, *args: str, **env: str
+) -> subprocess.CompletedProcess[str]:
     path = f"{_fake_supercronic(tmp_path)}{os.pathsep}{os.environ['PATH']}"
-    return subprocess.run(
-        ["sh", str(ENTRYPOINT), *args],
-        env=base_env(PATH=path, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return processes.run(["sh", str(ENTRYPOINT), *args], env=base_env(PATH=path, **env))
 
 
 def test_entrypoint_runs_one_cycle_then_starts_the_schedule(
-    tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
 ) -> None:
     seed: dict[str, Any] = saxo.seed_cache(age=1000)
     write_json(cache_path, seed)
     result = _entrypoint(
-        tmp_path, "supercronic", "-passthrough-logs", "/crontab", TOKEN_REFRESH_CONFIG=str(config_file())
+        processes,
+        tmp_path,
+        "supercronic",
+        "-passthrough-logs",
+        "/crontab",
+        TOKEN_REFRESH_CONFIG=str(config_file()),
     )
     assert result.returncode == 0, result.stderr
     assert saxo.refreshes == 1
@@ -86,17 +89,58 @@ def test_entrypoint_runs_one_cycle_then_starts_the_schedule(
 
 
 def test_entrypoint_starts_the_schedule_even_when_the_first_cycle_fails(
-    tmp_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, config_file: Callable[..., Path]
 ) -> None:
-    result = _entrypoint(tmp_path, "supercronic", "/crontab", TOKEN_REFRESH_CONFIG=str(config_file()))
+    result = _entrypoint(
+        processes, tmp_path, "supercronic", "/crontab", TOKEN_REFRESH_CONFIG=str(config_file())
+    )
     assert result.returncode == 0
     assert "first cycle exited 66" in result.stderr
     assert "fake supercronic started" in result.stdout
 
 
 def test_entrypoint_passes_any_other_command_through_with_its_exit_status(
-    tmp_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, config_file: Callable[..., Path]
 ) -> None:
-    result = _entrypoint(tmp_path, "token-refresh", "status", TOKEN_REFRESH_CONFIG=str(config_file()))
+    result = _entrypoint(
+        processes, tmp_path, "token-refresh", "status", TOKEN_REFRESH_CONFIG=str(config_file())
+    )
     assert result.returncode == 66
     assert "fake supercronic" not in result.stdout
+
+
+def test_entrypoint_hands_a_stop_signal_to_the_first_cycle_and_skips_the_schedule(tmp_path: Path) -> None:
+    """In a container the shell is PID 1 and would ignore SIGTERM (make container-test checks that
+    case); here, without the trap, the shell would die at once and leave the cycle running."""
+    bin_dir = _fake_supercronic(tmp_path)
+    marks = tmp_path / "marks"
+    cycle = bin_dir / "token-refresh"  # a cycle that takes a while and saves before it exits
+    cycle.write_text(
+        f"#!/bin/sh\ntrap 'kill $!; sleep 0.5; echo saved >> {marks}; exit 0' TERM\n"
+        f"echo started >> {marks}\nsleep 30 >/dev/null 2>&1 &\nwait $!\n"
+    )
+    cycle.chmod(0o755)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        shell = subprocess.Popen(
+            ["sh", str(ENTRYPOINT), "supercronic", "/crontab"],
+            env={"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin"},
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,  # its own process group, removed whole at the end
+        )
+    try:
+        deadline = time.monotonic() + 10
+        while not (marks.exists() and "started" in marks.read_text()):
+            assert time.monotonic() < deadline, "the first cycle did not start"
+            time.sleep(0.02)
+        shell.send_signal(signal.SIGTERM)
+        status = shell.wait(timeout=10)
+        assert marks.read_text().split() == ["started", "saved"], "the cycle did not get the signal"
+        assert status == 0, err.read_text()
+        assert "SIGTERM during the first cycle" in err.read_text()
+        assert "fake supercronic started" not in out.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(shell.pid, signal.SIGKILL)
+        shell.wait()
