@@ -90,7 +90,7 @@ def authorize(
     *,
     config: Config,
     credentials: Credentials,
-    mode: str,
+    mode: oauth.Mode,
     pkce: bool,
     open_browser: bool,
     timeout: float,

@@ -7,7 +7,7 @@ import hashlib
 import os
 import secrets
 import sys
-from typing import TYPE_CHECKING, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Literal, Mapping, NamedTuple
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from token_refresh import fmt, redact
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AuthRequest",
+    "Mode",
     "Redirect",
     "build_authorize_url",
     "check_redirect",
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 LISTEN_HOSTS = ("localhost", "127.0.0.1")
+Mode = Literal["listen", "paste"]  # how the redirect comes back: our listener, or a pasted URL
 
 
 class AuthRequest(NamedTuple):
@@ -183,7 +185,7 @@ def has_display(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
-def choose_mode(config: Config, requested: str | None) -> str:
+def choose_mode(config: Config, requested: Mode | None) -> Mode:
     """``listen`` or ``paste``: as requested, else listen when it can work here."""
     uri = require_redirect_uri(config)
     loopback = listen_address(uri) is not None
