@@ -1,18 +1,21 @@
-"""Shared fixtures: the fake Saxo endpoint on 127.0.0.1, cache and config builders, a CLI runner."""
+"""Shared fixtures: the fake Saxo endpoint on 127.0.0.1, cache and config builders, the process runner
+whose outputs are scanned for secrets, and the end-to-end Runner with its tally."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
+# the helpers are imported by name, from tests/ and tests/e2e/
+sys.path.insert(0, str(Path(__file__).parent / "e2e"))
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_saxo import FakeSaxo
-from support import COMMAND, base_env
+from harness import TALLY, Runner
+from support import Processes, RunCli
 
 
 @pytest.fixture
@@ -52,20 +55,54 @@ def config_file(tmp_path: Path, saxo: FakeSaxo, cache_path: Path) -> Callable[..
 
 
 @pytest.fixture
-def run_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """Run the installed ``token-refresh`` as a separate process."""
+def processes(request: pytest.FixtureRequest) -> Iterator[Processes]:
+    """Every process the test starts; after it, their output is scanned for every secret the test's
+    fake server (``saxo``) issued or knows, and the fake app secret (invariant 3)."""
+    with Processes() as started:
+        yield started
+        saxo = request.node.funcargs.get("saxo") if isinstance(request.node, pytest.Function) else None
+        if isinstance(saxo, FakeSaxo):
+            started.secrets.update(saxo.secrets_seen())
 
-    def run(
-        *args: str, env: dict[str, str] | None = None, timeout: float = 60, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*COMMAND, *args],
-            env=base_env() if env is None else env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            input=input,
-            check=False,
-        )
 
-    return run
+@pytest.fixture
+def run_cli(processes: Processes) -> RunCli:
+    """Run the installed ``token-refresh ARGS`` as a separate process (``Processes.cli``)."""
+    return processes.cli
+
+
+# -- end to end (tests/e2e) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def e2e(
+    saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path], processes: Processes
+) -> Iterator[Runner]:
+    """A scenario's world; its processes' output is scanned for secrets by ``processes`` (scenario 7)."""
+    runner = Runner(saxo, cache_path, config_file(lock_timeout_secs=60), processes)
+    yield runner
+    TALLY.processes += processes.started
+    TALLY.bytes_scanned += sum(len(text.encode()) for text in processes.outputs)
+
+
+def _is_e2e(nodeid: str) -> bool:
+    return "tests/e2e/" in nodeid or nodeid.startswith("e2e/")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if not _is_e2e(report.nodeid):
+        return
+    if report.when == "call":
+        TALLY.tests += 1
+        scenario = report.nodeid.split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
+        TALLY.scenarios.add(scenario)
+    if report.failed:
+        TALLY.failures += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not TALLY.tests:
+        return
+    terminalreporter.section("end-to-end tally (issue 3)")
+    for line in TALLY.lines():
+        terminalreporter.write_line(line)

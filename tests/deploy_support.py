@@ -6,11 +6,10 @@ import configparser
 import functools
 import re
 import shlex
-import subprocess
 from pathlib import Path
 from typing import Sequence
 
-from support import COMMAND, base_env
+from support import COMMAND, Processes
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,9 +24,8 @@ def console_script_name() -> str:
 
 
 def _help(*args: str) -> str:
-    result = subprocess.run(
-        [*COMMAND, *args, "--help"], env=base_env(), capture_output=True, text=True, timeout=60, check=False
-    )
+    with Processes() as processes:  # cached across tests, so not the test's own ``processes``
+        result = processes.cli(*args, "--help")
     assert result.returncode == 0, (args, result.stderr)
     return result.stdout
 

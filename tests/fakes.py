@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-from pathlib import Path
 from typing import Any, Callable, NamedTuple
 from urllib.parse import parse_qs, quote_plus, urlsplit
 
@@ -35,8 +34,6 @@ __all__ = [
     "Hook",
     "PastingBrowser",
     "answer",
-    "temps",
-    "write_cache",
 ]
 
 APP_KEY = "fake-app-key-0123"
@@ -52,19 +49,6 @@ def answer(status: int, body: dict[str, Any] | bytes, headers: dict[str, str] | 
     """A canned response; a dict is sent as JSON."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return Response(status, {"content-type": "application/json", **(headers or {})}, raw)
-
-
-def write_cache(path: Path, data: dict[str, Any], mode: int = 0o600) -> bytes:
-    """Write a cache as an operator might (not necessarily as the program would); return its bytes."""
-    raw = (json.dumps(data, indent=2) + "\n").encode()
-    path.write_bytes(raw)
-    path.chmod(mode)
-    return raw
-
-
-def temps(directory: Path) -> list[str]:
-    """The names of every file in ``directory`` that looks like a temp of some cache."""
-    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
 
 
 class FakeClock:

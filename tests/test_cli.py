@@ -15,32 +15,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 from fake_saxo import FakeSaxo
-from support import APP_SECRET, COMMAND, base_env, write_json
+from support import APP_SECRET, COMMAND, Processes, RunCli, base_env, write_json
 
 from token_refresh import cli
 from token_refresh.errors import ExitCode
 
 
 @pytest.fixture
-def cli_run(saxo: FakeSaxo, run_cli, config_file):
-    """Run the program with a config for the fake server; fail on any leaked secret."""
-    config = config_file()
+def cli_run(run_cli: RunCli, config_file: Callable[..., Path]) -> RunCli:
+    """Run the program with ``{config}`` standing for a config for the fake server (every process's
+    output is scanned for the server's secrets by the ``processes`` fixture)."""
+    config = str(config_file())
 
-    def run(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess[str]:
-        args = tuple(a.replace("{config}", str(config)) for a in args)
-        result = run_cli(*args, env=env, **kwargs)
-        output = result.stdout + result.stderr
-        for secret in [APP_SECRET, *saxo.secrets_seen()]:
-            assert secret not in output, f"secret leaked by {args}: {output}"
-        return result
+    def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return run_cli(*(a.replace("{config}", config) for a in args), **kwargs)
 
     return run
 
 
-def due_cache(saxo: FakeSaxo, path: Path, **extra) -> bytes:
+def due_cache(saxo: FakeSaxo, path: Path, **extra: Any) -> bytes:
     """A cache issued 1000 s ago: 200 s left on the access token, so a run must refresh."""
     return write_json(path, saxo.seed_cache(age=1000, **extra))
 
@@ -52,7 +49,7 @@ def valid_cache(saxo: FakeSaxo, path: Path) -> bytes:
 # -- 0: refreshed, then valid -----------------------------------------------------------
 
 
-def test_refresh_then_valid(saxo, cli_run, cache_path: Path) -> None:
+def test_refresh_then_valid(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     due_cache(saxo, cache_path, consumer_field={"keep": True})
     cache_path.chmod(0o640)
     before = time.time()
@@ -82,20 +79,20 @@ def test_refresh_then_valid(saxo, cli_run, cache_path: Path) -> None:
     assert saxo.reuses == 0
 
 
-def test_log_line_has_utc_timestamp(saxo, cli_run, cache_path: Path) -> None:
+def test_log_line_has_utc_timestamp(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     valid_cache(saxo, cache_path)
     result = cli_run("run", "--config", "{config}")
     stamp = result.stderr.split(" ", 1)[0]
     assert time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
 
 
-def test_quiet_valid_run_prints_nothing(saxo, cli_run, cache_path: Path) -> None:
+def test_quiet_valid_run_prints_nothing(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     valid_cache(saxo, cache_path)
     result = cli_run("run", "--config", "{config}", "-q")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_force_refreshes_a_valid_token(saxo, cli_run, cache_path: Path) -> None:
+def test_force_refreshes_a_valid_token(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     valid_cache(saxo, cache_path)
     result = cli_run("run", "--force", "--config", "{config}")
     assert result.returncode == 0
@@ -103,7 +100,7 @@ def test_force_refreshes_a_valid_token(saxo, cli_run, cache_path: Path) -> None:
     assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
 
 
-def test_dry_run_neither_calls_nor_writes(saxo, cli_run, cache_path: Path) -> None:
+def test_dry_run_neither_calls_nor_writes(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     raw = due_cache(saxo, cache_path)
     result = cli_run("run", "--dry-run", "--config", "{config}")
     assert result.returncode == 0
@@ -114,18 +111,16 @@ def test_dry_run_neither_calls_nor_writes(saxo, cli_run, cache_path: Path) -> No
     assert not Path(f"{cache_path}.lock").exists()
 
 
-def test_python_dash_m_matches_console_script(run_cli) -> None:
+def test_python_dash_m_matches_console_script(run_cli: RunCli, processes: Processes) -> None:
     from token_refresh import __version__
 
     script = run_cli("--version")
-    module = subprocess.run(
-        [sys.executable, "-m", "token_refresh", "--version"], capture_output=True, text=True, check=False
-    )
+    module = processes.run([sys.executable, "-m", "token_refresh", "--version"])
     assert script.returncode == module.returncode == 0
     assert script.stdout == module.stdout == f"token-refresh {__version__}\n"
 
 
-def test_help_documents_exit_statuses(run_cli) -> None:
+def test_help_documents_exit_statuses(run_cli: RunCli) -> None:
     result = run_cli("--help")
     assert result.returncode == 0
     for code in ("65", "66", "70", "74", "75", "77", "78"):
@@ -136,7 +131,7 @@ def test_help_documents_exit_statuses(run_cli) -> None:
 
 
 @pytest.mark.parametrize("args", [("--bogus",), ("run", "-v", "-q"), ("status", "--force"), ("frobnicate",)])
-def test_usage_errors_exit_2(run_cli, args) -> None:
+def test_usage_errors_exit_2(run_cli: RunCli, args: tuple[str, ...]) -> None:
     result = run_cli(*args)
     assert result.returncode == ExitCode.USAGE
     assert "usage: token-refresh" in result.stderr
@@ -145,7 +140,7 @@ def test_usage_errors_exit_2(run_cli, args) -> None:
 # -- 65 / 66: the cache -----------------------------------------------------------------
 
 
-def test_broken_cache_exits_65_and_is_untouched(cli_run, cache_path: Path) -> None:
+def test_broken_cache_exits_65_and_is_untouched(cli_run: RunCli, cache_path: Path) -> None:
     cache_path.write_bytes(b'{"access_token": "abc"')
     result = cli_run("run", "--config", "{config}")
     assert result.returncode == ExitCode.DATAERR
@@ -153,14 +148,16 @@ def test_broken_cache_exits_65_and_is_untouched(cli_run, cache_path: Path) -> No
     assert cache_path.read_bytes() == b'{"access_token": "abc"'
 
 
-def test_missing_cache_exits_66(cli_run, cache_path: Path) -> None:
+def test_missing_cache_exits_66(cli_run: RunCli, cache_path: Path) -> None:
     result = cli_run("run", "--config", "{config}")
     assert result.returncode == ExitCode.NOINPUT
     assert f"token cache {cache_path}: does not exist" in result.stderr
     assert not cache_path.exists()
 
 
-def test_cache_flag_beats_environment_and_config(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+def test_cache_flag_beats_environment_and_config(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path, tmp_path: Path
+) -> None:
     other = tmp_path / "tokens" / "parallel.json"
     valid_cache(saxo, other)
     env = base_env(AEGIS_SAXO_TOKEN_CACHE_PATH=str(tmp_path / "absent-env.json"))
@@ -175,10 +172,12 @@ def test_cache_flag_beats_environment_and_config(saxo, cli_run, cache_path: Path
 # -- 70: an internal error ----------------------------------------------------------------
 
 
-def test_unexpected_error_exits_70_traceback_only_with_verbose(monkeypatch, capsys, tmp_path) -> None:
+def test_unexpected_error_exits_70_traceback_only_with_verbose(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     import token_refresh.refresh
 
-    def boom(**kwargs) -> None:
+    def boom(**kwargs: object) -> None:
         raise RuntimeError("boom near s3cret-value-xyz")
 
     monkeypatch.setattr(token_refresh.refresh, "run_cycle", boom)
@@ -204,16 +203,11 @@ def _tiny_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
 
 
-def test_unwritable_cache_exits_74_before_spending(saxo, config_file, cache_path: Path) -> None:
+def test_unwritable_cache_exits_74_before_spending(
+    saxo: FakeSaxo, run_cli: RunCli, config_file: Callable[..., Path], cache_path: Path
+) -> None:
     raw = due_cache(saxo, cache_path)
-    result = subprocess.run(
-        [*COMMAND, "run", "--config", str(config_file())],
-        env=base_env(),
-        capture_output=True,
-        text=True,
-        preexec_fn=_tiny_file_limit,
-        check=False,
-    )
+    result = run_cli("run", "--config", str(config_file()), preexec_fn=_tiny_file_limit)
     assert result.returncode == ExitCode.IOERR, result.stderr
     assert "cannot reserve" in result.stderr
     assert saxo.requests == []
@@ -224,7 +218,9 @@ def test_unwritable_cache_exits_74_before_spending(saxo, config_file, cache_path
 # -- 75: temporary failures ---------------------------------------------------------------
 
 
-def test_server_unavailable_exits_75_and_keeps_cache(saxo, cli_run, cache_path: Path) -> None:
+def test_server_unavailable_exits_75_and_keeps_cache(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     raw = due_cache(saxo, cache_path)
     saxo.fault, saxo.fault_arg = "503", 60  # Retry-After beyond the 3 s budget
     result = cli_run("run", "--config", "{config}", "-v")
@@ -233,7 +229,9 @@ def test_server_unavailable_exits_75_and_keeps_cache(saxo, cli_run, cache_path: 
     assert cache_path.read_bytes() == raw
 
 
-def test_connection_refused_exits_75(saxo, run_cli, config_file, cache_path: Path) -> None:
+def test_connection_refused_exits_75(
+    saxo: FakeSaxo, run_cli: RunCli, config_file: Callable[..., Path], cache_path: Path
+) -> None:
     raw = due_cache(saxo, cache_path)
     config = config_file(token_url="http://127.0.0.1:9/token", retry_budget_secs=1)
     result = run_cli("run", "--config", str(config))
@@ -242,7 +240,9 @@ def test_connection_refused_exits_75(saxo, run_cli, config_file, cache_path: Pat
     assert cache_path.read_bytes() == raw
 
 
-def test_lock_held_elsewhere_exits_75(saxo, run_cli, config_file, cache_path: Path) -> None:
+def test_lock_held_elsewhere_exits_75(
+    saxo: FakeSaxo, run_cli: RunCli, config_file: Callable[..., Path], cache_path: Path
+) -> None:
     import filelock
 
     raw = due_cache(saxo, cache_path)
@@ -255,7 +255,7 @@ def test_lock_held_elsewhere_exits_75(saxo, run_cli, config_file, cache_path: Pa
     assert cache_path.read_bytes() == raw
 
 
-def test_unusable_2xx_exits_75_and_warns(saxo, cli_run, cache_path: Path) -> None:
+def test_unusable_2xx_exits_75_and_warns(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     raw = due_cache(saxo, cache_path)
     saxo.fault = "200-html"
     result = cli_run("run", "--config", "{config}")
@@ -267,7 +267,9 @@ def test_unusable_2xx_exits_75_and_warns(saxo, cli_run, cache_path: Path) -> Non
 # -- 77: re-authorization -------------------------------------------------------------------
 
 
-def test_invalid_grant_exits_77_and_asks_for_a_person(saxo, cli_run, cache_path: Path) -> None:
+def test_invalid_grant_exits_77_and_asks_for_a_person(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     data = saxo.seed_cache(age=1000)
     data["refresh_token"] = "revoked-refresh-token"
     raw = write_json(cache_path, data)
@@ -279,7 +281,9 @@ def test_invalid_grant_exits_77_and_asks_for_a_person(saxo, cli_run, cache_path:
     assert cache_path.read_bytes() == raw
 
 
-def test_refresh_token_expired_by_the_clock_is_still_tried(saxo, cli_run, cache_path: Path) -> None:
+def test_refresh_token_expired_by_the_clock_is_still_tried(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     """The server decides expiry: a skewed clock or a wrong lifetime must not force a login."""
     raw = write_json(cache_path, saxo.seed_cache(age=4000))
     dry = cli_run("run", "--dry-run", "--config", "{config}")
@@ -292,7 +296,9 @@ def test_refresh_token_expired_by_the_clock_is_still_tried(saxo, cli_run, cache_
     assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
 
 
-def test_refused_after_the_clock_said_expired_exits_77(saxo, cli_run, cache_path: Path) -> None:
+def test_refused_after_the_clock_said_expired_exits_77(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     raw = write_json(cache_path, saxo.seed_cache(age=4000))
     saxo.current_refresh = "the-server-moved-on"
     result = cli_run("run", "--config", "{config}")
@@ -303,7 +309,7 @@ def test_refused_after_the_clock_said_expired_exits_77(saxo, cli_run, cache_path
     assert cache_path.read_bytes() == raw
 
 
-def test_force_without_refresh_token_exits_77(saxo, cli_run, cache_path: Path) -> None:
+def test_force_without_refresh_token_exits_77(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     data = saxo.seed_cache(age=10)
     del data["refresh_token"], data["refresh_token_expires_in"]
     data["expires_in"] = 86400
@@ -319,7 +325,9 @@ def test_force_without_refresh_token_exits_77(saxo, cli_run, cache_path: Path) -
 # -- 78: configuration ----------------------------------------------------------------------
 
 
-def test_missing_credentials_exit_78_even_when_valid(saxo, cli_run, cache_path: Path) -> None:
+def test_missing_credentials_exit_78_even_when_valid(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     valid_cache(saxo, cache_path)
     env = base_env()
     del env["SAXOBANK_APP_KEY_LIVE"]
@@ -328,7 +336,9 @@ def test_missing_credentials_exit_78_even_when_valid(saxo, cli_run, cache_path: 
     assert "SAXOBANK_APP_KEY_LIVE is not set" in result.stderr
 
 
-def test_conflicting_secret_file_exits_78(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+def test_conflicting_secret_file_exits_78(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path, tmp_path: Path
+) -> None:
     valid_cache(saxo, cache_path)
     (tmp_path / "secret").write_text(APP_SECRET + "\n")
     env = base_env(SAXOBANK_APP_SECRET_LIVE_FILE=str(tmp_path / "secret"))
@@ -337,7 +347,7 @@ def test_conflicting_secret_file_exits_78(saxo, cli_run, cache_path: Path, tmp_p
     assert "both SAXOBANK_APP_SECRET_LIVE and SAXOBANK_APP_SECRET_LIVE_FILE" in result.stderr
 
 
-def test_secret_file_works(saxo, cli_run, cache_path: Path, tmp_path: Path) -> None:
+def test_secret_file_works(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path, tmp_path: Path) -> None:
     due_cache(saxo, cache_path)
     (tmp_path / "secret").write_text(APP_SECRET + "\n")
     env = base_env(SAXOBANK_APP_SECRET_LIVE_FILE=str(tmp_path / "secret"))
@@ -347,7 +357,7 @@ def test_secret_file_works(saxo, cli_run, cache_path: Path, tmp_path: Path) -> N
     assert saxo.requests[-1]["auth_ok"]
 
 
-def test_bad_config_exits_78_naming_the_key(cli_run, tmp_path: Path) -> None:
+def test_bad_config_exits_78_naming_the_key(cli_run: RunCli, tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("interval_secs: -5\nbogus: true\n")
     result = cli_run("run", "--config", str(config))
@@ -356,7 +366,7 @@ def test_bad_config_exits_78_naming_the_key(cli_run, tmp_path: Path) -> None:
     assert "unknown key 'bogus'" in result.stderr
 
 
-def test_rejected_credentials_exit_78(saxo, cli_run, cache_path: Path) -> None:
+def test_rejected_credentials_exit_78(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     raw = due_cache(saxo, cache_path)
     env = base_env(SAXOBANK_APP_SECRET_LIVE="wrong-secret-value")
     result = cli_run("run", "--config", "{config}", "-v", env=env)
@@ -367,7 +377,7 @@ def test_rejected_credentials_exit_78(saxo, cli_run, cache_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["redirect", "404"])
-def test_wrong_token_url_exits_78(saxo, cli_run, cache_path: Path, fault: str) -> None:
+def test_wrong_token_url_exits_78(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path, fault: str) -> None:
     raw = due_cache(saxo, cache_path)
     saxo.fault = fault
     result = cli_run("run", "--config", "{config}")
@@ -380,7 +390,9 @@ def test_wrong_token_url_exits_78(saxo, cli_run, cache_path: Path, fault: str) -
 # -- status -------------------------------------------------------------------------------
 
 
-def test_status_needs_no_credentials_and_reports_json(saxo, cli_run, cache_path: Path) -> None:
+def test_status_needs_no_credentials_and_reports_json(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     valid_cache(saxo, cache_path)
     env = {k: v for k, v in base_env().items() if not k.startswith("SAXOBANK_")}
     result = cli_run("status", "--config", "{config}", "--json", env=env)
@@ -402,7 +414,7 @@ def test_status_needs_no_credentials_and_reports_json(saxo, cli_run, cache_path:
     [(10, 0, "valid"), (1000, 0, "needs_refresh"), (1300, 75, "needs_refresh"), (4000, 77, "expired")],
 )
 def test_status_exit_is_a_healthcheck(
-    saxo, cli_run, cache_path: Path, age: int, expected: int, state
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path, age: int, expected: int, state: str
 ) -> None:
     write_json(cache_path, saxo.seed_cache(age=age))
     result = cli_run("status", "--config", "{config}", "--json")
@@ -410,7 +422,7 @@ def test_status_exit_is_a_healthcheck(
     assert json.loads(result.stdout)[0]["state"] == state
 
 
-def test_status_of_missing_and_broken_cache(cli_run, cache_path: Path) -> None:
+def test_status_of_missing_and_broken_cache(cli_run: RunCli, cache_path: Path) -> None:
     assert cli_run("status", "--config", "{config}").returncode == ExitCode.NOINPUT
     cache_path.write_text("[]")
     assert cli_run("status", "--config", "{config}").returncode == ExitCode.DATAERR
@@ -419,20 +431,14 @@ def test_status_of_missing_and_broken_cache(cli_run, cache_path: Path) -> None:
 # -- invariant 2: concurrent runs spend the refresh token once -----------------------------
 
 
-def test_concurrent_runs_refresh_once(saxo, config_file, cache_path: Path) -> None:
+def test_concurrent_runs_refresh_once(
+    saxo: FakeSaxo, config_file: Callable[..., Path], cache_path: Path, processes: Processes
+) -> None:
     due_cache(saxo, cache_path)
     saxo.delay = 0.3  # keep the winner inside the lock while the others queue
     config = str(config_file())
-    procs = [
-        subprocess.Popen(
-            [*COMMAND, "run", "--config", config], env=base_env(), stderr=subprocess.PIPE, text=True
-        )
-        for _ in range(10)
-    ]
-    results = [(p.wait(timeout=60), p.stderr.read() if p.stderr else "") for p in procs]
-    for proc in procs:
-        if proc.stderr:
-            proc.stderr.close()
+    procs = [processes.spawn([*COMMAND, "run", "--config", config]) for _ in range(10)]
+    results = [(done.returncode, done.stderr) for done in map(processes.finish, procs)]
     assert [code for code, _ in results] == [0] * 10, results
     assert saxo.refreshes == 1
     assert saxo.reuses == 0
@@ -441,14 +447,17 @@ def test_concurrent_runs_refresh_once(saxo, config_file, cache_path: Path) -> No
     assert sum("token refreshed:" in err for _, err in results) == 1
 
 
-def test_no_temp_or_stray_files_after_runs(saxo, cli_run, cache_path: Path) -> None:
+def test_no_temp_or_stray_files_after_runs(saxo: FakeSaxo, cli_run: RunCli, cache_path: Path) -> None:
     due_cache(saxo, cache_path)
     assert cli_run("run", "--config", "{config}").returncode == 0
     names = sorted(os.listdir(cache_path.parent))
-    assert names in ([cache_path.name], [cache_path.name, f"{cache_path.name}.lock"])
+    # the lock file stays (docs/DESIGN.md, "The lock"), and so does the run journal beside the cache
+    assert names == [cache_path.name, f"{cache_path.name}.lock", f"{cache_path.name}.runs.json"]
 
 
-def test_issued_at_in_the_future_warns_and_refreshes(saxo, cli_run, cache_path: Path) -> None:
+def test_issued_at_in_the_future_warns_and_refreshes(
+    saxo: FakeSaxo, cli_run: RunCli, cache_path: Path
+) -> None:
     write_json(cache_path, saxo.seed_cache(age=-3600))
     result = cli_run("run", "--config", "{config}")
     assert result.returncode == 0
@@ -458,18 +467,25 @@ def test_issued_at_in_the_future_warns_and_refreshes(saxo, cli_run, cache_path: 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_during_refresh_waits_for_the_save(saxo, config_file, cache_path: Path, sig) -> None:
+def test_stop_signal_during_refresh_waits_for_the_save(
+    saxo: FakeSaxo,
+    config_file: Callable[..., Path],
+    cache_path: Path,
+    sig: signal.Signals,
+    processes: Processes,
+) -> None:
     due_cache(saxo, cache_path)
     saxo.delay = 1.5  # the server has spent the token and is slow to answer
-    proc = subprocess.Popen(
-        [*COMMAND, "run", "--config", str(config_file())], env=base_env(), stderr=subprocess.PIPE, text=True
-    )
+    proc = processes.spawn([*COMMAND, "run", "--config", str(config_file())])
     deadline = time.monotonic() + 20
     while saxo.refreshes == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert saxo.refreshes == 1
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    err = processes.finish(proc, timeout=30).stderr
     assert proc.returncode == 0, err
-    assert f"{signal.Signals(sig).name} arrived during the refresh and waited until the new token was saved" in err
+    assert (
+        f"{signal.Signals(sig).name} arrived during the refresh and waited until the new token was saved"
+        in err
+    )
     assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh

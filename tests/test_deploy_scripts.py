@@ -11,7 +11,7 @@ import pytest
 import yaml
 from deploy_support import REPO, cli_bin_dir, invocation_problems
 from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
-from support import write_json
+from support import Processes, write_json
 
 DOCKER_TASK = REPO / "cron" / "synology-task.sh"
 VENV_TASK = REPO / "cron" / "synology-task-venv.sh"
@@ -28,7 +28,7 @@ def _stub_docker(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def _docker_task(
-    tmp_path: Path, status: int = 0, **env: str
+    processes: Processes, tmp_path: Path, status: int = 0, **env: str
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     stub, args_file = _stub_docker(tmp_path)
     env_file = tmp_path / ".env"
@@ -41,15 +41,7 @@ def _docker_task(
         **env,
     }
     # DSM gives the task almost no environment: pass only what the test overrides.
-    result = subprocess.run(
-        ["/bin/bash", str(DOCKER_TASK)],
-        env={"PATH": "/usr/bin:/bin", **variables},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    result = processes.run(["/bin/bash", str(DOCKER_TASK)], env={"PATH": "/usr/bin:/bin", **variables})
     return result, args_file
 
 
@@ -59,8 +51,10 @@ def test_docker_task_defaults_are_the_nas_paths() -> None:
     assert 'ENV_FILE="${ENV_FILE:-/volume1/aegis/.env}"' in text
 
 
-def test_docker_task_runs_one_cycle_in_a_one_shot_container_without_tty(tmp_path: Path) -> None:
-    result, args_file = _docker_task(tmp_path)
+def test_docker_task_runs_one_cycle_in_a_one_shot_container_without_tty(
+    processes: Processes, tmp_path: Path
+) -> None:
+    result, args_file = _docker_task(processes, tmp_path)
     assert result.returncode == 0, result.stderr
     args = args_file.read_text().splitlines()
     env_file = str(tmp_path / ".env")
@@ -95,22 +89,26 @@ def test_docker_task_runs_one_cycle_in_a_one_shot_container_without_tty(tmp_path
         (1, "docker compose"),
     ],
 )
-def test_docker_task_passes_the_exit_status_through(tmp_path: Path, status: int, hint: str) -> None:
-    result, _ = _docker_task(tmp_path, status)
+def test_docker_task_passes_the_exit_status_through(
+    processes: Processes, tmp_path: Path, status: int, hint: str
+) -> None:
+    result, _ = _docker_task(processes, tmp_path, status)
     assert result.returncode == status
     assert hint in result.stderr
     if status == 0:
         assert result.stderr == ""  # DSM mails only on failure; a good run says nothing
 
 
-def test_docker_task_without_env_file_exits_78_naming_it(tmp_path: Path) -> None:
-    result, args_file = _docker_task(tmp_path, ENV_FILE=str(tmp_path / "missing.env"))
+def test_docker_task_without_env_file_exits_78_naming_it(processes: Processes, tmp_path: Path) -> None:
+    result, args_file = _docker_task(processes, tmp_path, ENV_FILE=str(tmp_path / "missing.env"))
     assert result.returncode == 78
     assert "missing.env does not exist" in result.stderr
     assert not args_file.exists()
 
 
-def _venv_task(tmp_path: Path, cache: Path, config: Path, env_text: str) -> subprocess.CompletedProcess[str]:
+def _venv_task(
+    processes: Processes, tmp_path: Path, cache: Path, config: Path, env_text: str
+) -> subprocess.CompletedProcess[str]:
     env_file = tmp_path / "aegis.env"
     env_file.write_text(env_text)
     env = {
@@ -120,19 +118,11 @@ def _venv_task(tmp_path: Path, cache: Path, config: Path, env_text: str) -> subp
         "CONFIG": str(config),
         "CACHE": str(cache),
     }
-    return subprocess.run(
-        ["/bin/bash", str(VENV_TASK)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return processes.run(["/bin/bash", str(VENV_TASK)], env=env)
 
 
 def test_venv_task_refreshes_with_credentials_from_the_env_file(
-    tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
 ) -> None:
     seed: dict[str, Any] = saxo.seed_cache(age=1000)
     write_json(cache_path, seed)
@@ -142,7 +132,7 @@ def test_venv_task_refreshes_with_credentials_from_the_env_file(
         f"SAXOBANK_APP_SECRET_LIVE='{APP_SECRET}'\n"
         "SAXOBANK_ACCESS_TOKEN_LIVE=not-for-us\n# comment\n"
     )
-    result = _venv_task(tmp_path, cache_path, config_file(cache_path=None), env_text)
+    result = _venv_task(processes, tmp_path, cache_path, config_file(cache_path=None), env_text)
     assert result.returncode == 0, result.stderr
     assert saxo.refreshes == 1
     assert json.loads(cache_path.read_text())["refresh_token"] == saxo.current_refresh
@@ -151,21 +141,21 @@ def test_venv_task_refreshes_with_credentials_from_the_env_file(
 
 
 def test_venv_task_passes_a_failure_status_through(
-    tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, saxo: FakeSaxo, cache_path: Path, config_file: Callable[..., Path]
 ) -> None:
     write_json(cache_path, saxo.seed_cache(age=1000))
     before = cache_path.read_bytes()
     env_text = f"SAXOBANK_APP_KEY_LIVE={APP_KEY}\nSAXOBANK_APP_SECRET_LIVE=wrong-secret\n"
-    result = _venv_task(tmp_path, cache_path, config_file(), env_text)
+    result = _venv_task(processes, tmp_path, cache_path, config_file(), env_text)
     assert result.returncode == 78, result.stderr
     assert "token-refresh exited 78" in result.stderr
     assert cache_path.read_bytes() == before
 
 
 def test_venv_task_missing_cache_exits_66(
-    tmp_path: Path, cache_path: Path, config_file: Callable[..., Path]
+    processes: Processes, tmp_path: Path, cache_path: Path, config_file: Callable[..., Path]
 ) -> None:
     env_text = f"SAXOBANK_APP_KEY_LIVE={APP_KEY}\nSAXOBANK_APP_SECRET_LIVE={APP_SECRET}\n"
-    result = _venv_task(tmp_path, cache_path, config_file(), env_text)
+    result = _venv_task(processes, tmp_path, cache_path, config_file(), env_text)
     assert result.returncode == 66
     assert "token-refresh exited 66" in result.stderr

@@ -7,7 +7,6 @@ program's stdin. No socket, no browser, no sleep.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import io
 import json
@@ -16,9 +15,10 @@ import os
 import stat
 from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO
-from urllib.parse import parse_qs, quote_plus, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from fake_saxo import basic_header
 from fakes import (
     APP_KEY,
     APP_SECRET,
@@ -27,9 +27,8 @@ from fakes import (
     FakeEndpoint,
     PastingBrowser,
     answer,
-    temps,
-    write_cache,
 )
+from support import load_json, temp_files, write_json
 
 from token_refresh import oauth, store
 from token_refresh.authorize import Result, authorize, exchange_and_save
@@ -63,10 +62,9 @@ PREVIOUS: dict[str, Any] = {
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    folder = tmp_path / "tokens"
-    folder.mkdir()
-    return folder / "tok.json"
+def cache(cache_path: Path) -> Path:
+    """The cache these in-process runs use: conftest's ``cache_path``."""
+    return cache_path
 
 
 @pytest.fixture
@@ -149,26 +147,16 @@ def paste(
     return result, browser
 
 
-def on_disk(cache: Path) -> dict[str, Any]:
-    data = json.loads(cache.read_bytes())
-    assert isinstance(data, dict)
-    return data
-
-
-def basic(key: str, secret: str) -> str:
-    return "Basic " + base64.b64encode(f"{quote_plus(key)}:{quote_plus(secret)}".encode()).decode()
-
-
 # -- exchange_and_save -------------------------------------------------------------------------------
 
 
 def test_exchange_saves_the_token_and_keeps_the_previous_non_token_fields(cache: Path) -> None:
-    write_cache(cache, PREVIOUS, mode=0o640)
+    write_json(cache, PREVIOUS, mode=0o640)
     endpoint = FakeEndpoint()
 
     result = exchange(cache, endpoint)
 
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["access_token"] == "fake-access-token-001"
     assert saved["refresh_token"] == "fake-refresh-token-001"
     assert saved["expires_in"] == 1200
@@ -182,7 +170,7 @@ def test_exchange_saves_the_token_and_keeps_the_previous_non_token_fields(cache:
     assert result.replaced.refresh_token == OLD_RT
     assert result.assessment.state is State.VALID
     assert result.path == os.path.realpath(cache)
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     assert len(endpoint.requests) == 1
     assert endpoint.form()["grant_type"] == "authorization_code"
     assert endpoint.form()["redirect_uri"] == REDIRECT_URI
@@ -194,7 +182,7 @@ def test_exchange_into_a_new_cache(cache: Path) -> None:
     result = exchange(cache, endpoint)
 
     assert result.replaced is None
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["refresh_token"] == "fake-refresh-token-001"
     assert saved["issued_at"] == NOW  # no previous style: epoch seconds with a fraction
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
@@ -220,7 +208,7 @@ def test_a_refused_code_says_run_authorize_again(cache: Path, reuse: bool) -> No
         code = "fake-code-001-xyz"  # the one just spent
         assert first.token.refresh_token == "fake-refresh-token-001"
     else:
-        write_cache(cache, PREVIOUS)
+        write_json(cache, PREVIOUS)
         code = "a-code-nobody-issued"
     before = cache.read_bytes()
 
@@ -232,11 +220,11 @@ def test_a_refused_code_says_run_authorize_again(cache: Path, reuse: bool) -> No
     assert "run authorize again" in str(error.value)
     assert "--pkce" not in str(error.value)
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def test_invalid_request_without_pkce_advises_pkce(cache: Path) -> None:
-    before = write_cache(cache, PREVIOUS)
+    before = write_json(cache, PREVIOUS)
     endpoint = FakeEndpoint(require_pkce=True)
 
     with pytest.raises(AuthorizationRefused) as error:
@@ -246,7 +234,7 @@ def test_invalid_request_without_pkce_advises_pkce(cache: Path) -> None:
     assert "--pkce" in str(error.value)
     assert "code_verifier" not in endpoint.form()
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def test_invalid_request_with_pkce_does_not_advise_pkce(cache: Path) -> None:
@@ -276,7 +264,7 @@ def test_confidential_client_with_pkce_sends_basic_and_the_verifier(cache: Path)
     )
 
     sent = endpoint.requests[0]
-    assert sent.headers["Authorization"] == basic(APP_KEY, APP_SECRET)  # key and secret form-encoded
+    assert sent.headers["Authorization"] == basic_header(APP_KEY, APP_SECRET)  # key and secret form-encoded
     assert endpoint.form()["code_verifier"] == request.verifier  # and the endpoint checked its S256
     assert "client_id" not in endpoint.form()
     assert result.token.refresh_token == "fake-refresh-token-001"
@@ -310,7 +298,7 @@ def test_public_client_sends_client_id_and_no_authorization_header(cache: Path) 
 def test_a_failed_exchange_leaves_the_cache_untouched(
     cache: Path, response: Any, cls: type[TokenRefreshError], code: int
 ) -> None:
-    before = write_cache(cache, PREVIOUS, mode=0o640)
+    before = write_json(cache, PREVIOUS, mode=0o640)
     endpoint = FakeEndpoint().then(response)
 
     with pytest.raises(TokenRefreshError) as error:
@@ -321,7 +309,7 @@ def test_a_failed_exchange_leaves_the_cache_untouched(
     assert len(endpoint.requests) == 1
     assert cache.read_bytes() == before
     assert stat.S_IMODE(cache.stat().st_mode) == 0o640
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 # -- authorize --paste -------------------------------------------------------------------------------
@@ -333,7 +321,7 @@ def test_a_failed_exchange_leaves_the_cache_untouched(
 def test_paste_the_whole_redirect_url(
     cache: Path, stdin: tuple[TextIO, int], credentials: Credentials, pkce: bool
 ) -> None:
-    write_cache(cache, PREVIOUS)
+    write_json(cache, PREVIOUS)
     endpoint = FakeEndpoint(app_secret=credentials.app_secret)
 
     result, browser = paste(cache, endpoint, stdin, credentials=credentials, pkce=pkce)
@@ -341,13 +329,13 @@ def test_paste_the_whole_redirect_url(
     assert browser.login_url is not None
     assert "Paste that whole URL" in browser.getvalue()
     assert ("code_challenge=" in browser.login_url) is pkce
-    assert result.token.refresh_token == "fake-refresh-token-001" == on_disk(cache)["refresh_token"]
+    assert result.token.refresh_token == "fake-refresh-token-001" == load_json(cache)["refresh_token"]
     assert result.replaced is not None
     assert result.replaced.refresh_token == OLD_RT
-    assert on_disk(cache)["note"] == PREVIOUS["note"]
+    assert load_json(cache)["note"] == PREVIOUS["note"]
     assert len(endpoint.requests) == 1
     assert endpoint.form()["redirect_uri"] == REDIRECT_URI
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def test_paste_a_bare_code(cache: Path, stdin: tuple[TextIO, int], caplog: pytest.LogCaptureFixture) -> None:
@@ -381,7 +369,7 @@ def test_a_pasted_redirect_that_does_not_answer_sends_nothing(
     cls: type[TokenRefreshError],
     code: int,
 ) -> None:
-    before = write_cache(cache, PREVIOUS)
+    before = write_json(cache, PREVIOUS)
     endpoint = FakeEndpoint()
 
     with pytest.raises(TokenRefreshError) as error:
@@ -391,7 +379,7 @@ def test_a_pasted_redirect_that_does_not_answer_sends_nothing(
     assert error.value.exit_code == code
     assert endpoint.requests == []
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def test_end_of_input_before_a_paste(cache: Path, stdin: tuple[TextIO, int]) -> None:
@@ -417,4 +405,4 @@ def test_end_of_input_before_a_paste(cache: Path, stdin: tuple[TextIO, int]) -> 
     assert "end of input" in str(error.value)
     assert endpoint.requests == []
     assert not cache.exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []

@@ -6,17 +6,16 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import yaml
 from fake_saxo import FakeSaxo
 from prometheus_client.parser import text_string_to_metric_families
-from support import base_env, write_json
+from support import Processes, RunCli, base_env, write_json
 
 from token_refresh import metrics
 
-RunCli = Callable[..., Any]
 ALERTS = Path(__file__).parent.parent / "configs" / "alerts.yml"
 
 
@@ -216,17 +215,16 @@ def test_alert_rules_use_metrics_the_program_writes(
     assert "77" in alerts["SaxoReauthorizationRequired"]["expr"]
 
 
-def test_alert_rules_pass_promtool() -> None:
+def test_alert_rules_pass_promtool(processes: Processes) -> None:
     """PromQL check and rule unit tests where promtool exists (Debian package ``prometheus``)."""
     import shutil
-    import subprocess
 
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool not installed")
-    result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    result = processes.run([promtool, "check", "rules", str(ALERTS)])
     assert result.returncode == 0, result.stdout + result.stderr
     # each alert fires when it should and not before (tests/promtool/alerts_test.yml)
     unit = Path(__file__).parent / "promtool" / "alerts_test.yml"
-    result = subprocess.run([promtool, "test", "rules", str(unit)], capture_output=True, text=True)
+    result = processes.run([promtool, "test", "rules", str(unit)])
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,7 +12,6 @@ a hook on the first call is the moment "another run saves while this one waits f
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import signal
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from fakes import APP_KEY, APP_SECRET, NOW, FakeClock, FakeEndpoint, Hook, answer, temps, write_cache
+from fakes import APP_KEY, APP_SECRET, NOW, FakeClock, FakeEndpoint, Hook, answer
+from support import load_json, temp_files, write_json
 
 from token_refresh import store
 from token_refresh.config import Config
@@ -114,10 +114,9 @@ EXPIRED = 1300.0  # access expired, refresh token still good
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> Path:
-    folder = tmp_path / "tokens"
-    folder.mkdir()
-    return folder / "tok.json"
+def cache(cache_path: Path) -> Path:
+    """The cache these in-process runs use: conftest's ``cache_path``."""
+    return cache_path
 
 
 def config_for(cache: Path) -> Config:
@@ -152,12 +151,6 @@ def run(
     )
 
 
-def on_disk(cache: Path) -> dict[str, Any]:
-    data = json.loads(cache.read_bytes())
-    assert isinstance(data, dict)
-    return data
-
-
 def lock_file(cache: Path) -> Path:
     return Path(store.lock_path(str(cache)))
 
@@ -178,7 +171,7 @@ def assert_refused(
 
 
 def test_valid_token_sends_nothing_and_takes_no_lock(cache: Path) -> None:
-    before = write_cache(cache, token_data(age=VALID))
+    before = write_json(cache, token_data(age=VALID))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
     outcome = run(cache, endpoint)
@@ -191,7 +184,7 @@ def test_valid_token_sends_nothing_and_takes_no_lock(cache: Path) -> None:
     assert endpoint.flights == []
     assert cache.read_bytes() == before
     assert not lock_file(cache).exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 @pytest.mark.parametrize(
@@ -200,7 +193,7 @@ def test_valid_token_sends_nothing_and_takes_no_lock(cache: Path) -> None:
     ids=["due", "expired", "forced"],
 )
 def test_dry_run_would_refresh_and_changes_nothing(cache: Path, age: float, force: bool) -> None:
-    before = write_cache(cache, token_data(age=age))
+    before = write_json(cache, token_data(age=age))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
     outcome = run(cache, endpoint, dry_run=True, force=force)
@@ -210,7 +203,7 @@ def test_dry_run_would_refresh_and_changes_nothing(cache: Path, age: float, forc
     assert endpoint.requests == []
     assert cache.read_bytes() == before
     assert not lock_file(cache).exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 @pytest.mark.parametrize(
@@ -225,7 +218,7 @@ def test_dry_run_would_refresh_and_changes_nothing(cache: Path, age: float, forc
 )
 def test_due_token_is_refreshed_and_saved(cache: Path, style: str, written: object) -> None:
     extra: dict[str, Any] = {"account": {"id": "acct-1", "tags": ["ops"]}, "note": "kept by every save"}
-    write_cache(cache, token_data(age=DUE, style=style, **extra), mode=0o640)
+    write_json(cache, token_data(age=DUE, style=style, **extra), mode=0o640)
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
     outcome = run(cache, endpoint)
@@ -233,7 +226,7 @@ def test_due_token_is_refreshed_and_saved(cache: Path, style: str, written: obje
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
     assert endpoint.spent == [SEED_RT]
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["refresh_token"] == "fake-refresh-token-001" == endpoint.current_refresh
     assert saved["access_token"] == "fake-access-token-001"
     assert saved["expires_in"] == 1200
@@ -249,7 +242,7 @@ def test_due_token_is_refreshed_and_saved(cache: Path, style: str, written: obje
     assert outcome.notes == ()
     assert outcome.attempts == 1
     assert outcome.stopped_by is None
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     # the request itself: a refresh grant with HTTP Basic, sent once to token_url
     request = endpoint.requests[0]
     assert request.method == "POST"
@@ -260,7 +253,7 @@ def test_due_token_is_refreshed_and_saved(cache: Path, style: str, written: obje
 
 
 def test_refreshed_cache_then_reads_as_valid_without_a_request(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
     run(cache, endpoint)
 
@@ -271,14 +264,14 @@ def test_refreshed_cache_then_reads_as_valid_without_a_request(cache: Path) -> N
 
 
 def test_force_refreshes_a_valid_token(cache: Path) -> None:
-    write_cache(cache, token_data(age=VALID))
+    write_json(cache, token_data(age=VALID))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
     outcome = run(cache, endpoint, force=True)
 
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
-    assert on_disk(cache)["refresh_token"] == endpoint.current_refresh == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == endpoint.current_refresh == "fake-refresh-token-001"
 
 
 @pytest.mark.parametrize(
@@ -289,7 +282,7 @@ def test_force_refreshes_a_valid_token(cache: Path) -> None:
 def test_no_refresh_token_needs_a_login_without_a_request(
     cache: Path, age: float, force: bool, dry_run: bool
 ) -> None:
-    before = write_cache(cache, token_data(age=age, refresh_token=None, refresh_ttl=None))
+    before = write_json(cache, token_data(age=age, refresh_token=None, refresh_ttl=None))
     endpoint = FakeEndpoint()
 
     with pytest.raises(ReauthorizationRequired) as error:
@@ -304,7 +297,7 @@ def test_no_refresh_token_needs_a_login_without_a_request(
 
 def test_no_refresh_token_but_valid_access_is_valid(cache: Path) -> None:
     # due by the horizon, but it cannot be refreshed: nothing to do until it expires
-    before = write_cache(cache, token_data(age=DUE, refresh_token=None, refresh_ttl=None))
+    before = write_json(cache, token_data(age=DUE, refresh_token=None, refresh_ttl=None))
     endpoint = FakeEndpoint()
 
     outcome = run(cache, endpoint)
@@ -316,7 +309,7 @@ def test_no_refresh_token_but_valid_access_is_valid(cache: Path) -> None:
 
 
 def test_issued_at_in_the_future_warns_and_refreshes(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    write_cache(cache, token_data(age=-3600))  # a full lifetime left, but issued an hour ahead
+    write_json(cache, token_data(age=-3600))  # a full lifetime left, but issued an hour ahead
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
     with caplog.at_level(logging.WARNING, logger="token_refresh"):
@@ -325,7 +318,7 @@ def test_issued_at_in_the_future_warns_and_refreshes(cache: Path, caplog: pytest
     assert "in the future" in caplog.text
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
-    assert on_disk(cache)["issued_at"] == 1_700_000_000
+    assert load_json(cache)["issued_at"] == 1_700_000_000
 
 
 # -- under the lock: the reload and the server's word ------------------------------------------------
@@ -334,7 +327,7 @@ def test_issued_at_in_the_future_warns_and_refreshes(cache: Path, caplog: pytest
 def test_refresh_token_expired_by_the_local_clock_is_still_presented(
     cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_cache(cache, token_data(age=4000))  # the refresh token's 3600 s are over by our clock
+    write_json(cache, token_data(age=4000))  # the refresh token's 3600 s are over by our clock
     endpoint = FakeEndpoint(refresh_token=SEED_RT)  # ... but the server still takes it
 
     with caplog.at_level(logging.WARNING, logger="token_refresh"):
@@ -343,12 +336,12 @@ def test_refresh_token_expired_by_the_local_clock_is_still_presented(
     assert "refresh token expired by the local clock; trying it anyway" in caplog.text
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
-    assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"
 
 
 @pytest.mark.parametrize("age", [DUE, 4000], ids=["due", "refresh-expired"])
 def test_invalid_grant_requires_a_login_and_keeps_the_cache_byte_identical(cache: Path, age: float) -> None:
-    before = write_cache(cache, token_data(age=age), mode=0o640)
+    before = write_json(cache, token_data(age=age), mode=0o640)
     endpoint = FakeEndpoint(refresh_token="someone-elses-token")  # the seed was spent elsewhere
 
     with pytest.raises(ReauthorizationRequired) as error:
@@ -359,12 +352,12 @@ def test_invalid_grant_requires_a_login_and_keeps_the_cache_byte_identical(cache
     assert endpoint.presented == [SEED_RT]
     assert cache.read_bytes() == before
     assert stat.S_IMODE(cache.stat().st_mode) == 0o640
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def _other_run_saves(cache: Path, data: dict[str, Any]) -> Callable[[], None]:
     def save() -> None:
-        write_cache(cache, data)
+        write_json(cache, data)
 
     return save
 
@@ -373,7 +366,7 @@ def _other_run_saves(cache: Path, data: dict[str, Any]) -> Callable[[], None]:
     ("expires_in", "force"), [(1200, False), (90, False), (1200, True)], ids=["fresh", "90s-token", "forced"]
 )
 def test_another_run_refreshed_while_this_one_waited(cache: Path, expires_in: float, force: bool) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     newer = token_data(age=0, expires_in=expires_in, refresh_token="other-run-token", access_token="other-a")
     clock = FakeClock()
     clock.on_call(FIRST_LOOK, _other_run_saves(cache, newer))
@@ -384,13 +377,13 @@ def test_another_run_refreshed_while_this_one_waited(cache: Path, expires_in: fl
     assert outcome.action is Action.REFRESHED_BY_OTHER
     assert endpoint.requests == []
     assert outcome.token.refresh_token == "other-run-token"
-    assert on_disk(cache) == newer
+    assert load_json(cache) == newer
     if expires_in == 90:  # due by the horizon, not expired: kept, or short tokens would chain-refresh
         assert outcome.assessment.state is State.NEEDS_REFRESH
 
 
 def test_another_run_saved_an_expired_token_so_its_refresh_token_is_presented(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     restored = token_data(age=EXPIRED, refresh_token="restored-token", access_token="restored-a")
     clock = FakeClock()
     clock.on_call(FIRST_LOOK, _other_run_saves(cache, restored))
@@ -400,7 +393,7 @@ def test_another_run_saved_an_expired_token_so_its_refresh_token_is_presented(ca
 
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == ["restored-token"]  # the reloaded token, not the first load's
-    assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"
 
 
 @pytest.mark.parametrize(
@@ -415,7 +408,7 @@ def test_another_run_saved_an_expired_token_so_its_refresh_token_is_presented(ca
 def test_another_run_saved_a_token_without_a_refresh_token(
     cache: Path, age: float, force: bool, expected: Action | None
 ) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     developer = token_data(age=age, refresh_token=None, refresh_ttl=None, access_token="developer-token")
     clock = FakeClock()
     clock.on_call(FIRST_LOOK, _other_run_saves(cache, developer))
@@ -428,11 +421,11 @@ def test_another_run_saved_a_token_without_a_refresh_token(
     else:
         assert run(cache, endpoint, clock, force=force).action is expected
     assert endpoint.requests == []
-    assert on_disk(cache) == developer
+    assert load_json(cache) == developer
 
 
 def test_clock_stepped_back_while_waiting_for_the_lock(cache: Path) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     clock = FakeClock()
 
     def step_back() -> None:
@@ -463,7 +456,7 @@ def write_temp(cache: Path, data: dict[str, Any] | bytes, *, suffix: str = "abcd
 def test_complete_newer_temp_is_adopted_without_a_request(
     cache: Path, pad: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_cache(cache, token_data(age=DUE, note="cache"))
+    write_json(cache, token_data(age=DUE, note="cache"))
     newer = token_data(age=5, refresh_token="spent-for-token", access_token="spent-for-a", note="temp")
     temp = write_temp(cache, newer, pad=pad)
     endpoint = FakeEndpoint(refresh_token="spent-for-token")  # the stopped run spent the seed
@@ -474,14 +467,14 @@ def test_complete_newer_temp_is_adopted_without_a_request(
     assert outcome.action is Action.ADOPTED
     assert endpoint.requests == []
     assert not temp.exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     assert cache.read_bytes() == store.serialize(newer)  # the reservation's NULs cut off
     assert outcome.token.refresh_token == "spent-for-token"
     assert "adopted" in caplog.text
 
 
 def test_adopted_temp_that_is_expired_is_refreshed_with_its_own_token(cache: Path) -> None:
-    write_cache(cache, token_data(age=2000))
+    write_json(cache, token_data(age=2000))
     stale = token_data(age=1500, refresh_token="spent-for-token", access_token="spent-for-a")
     temp = write_temp(cache, stale, pad=100)
     endpoint = FakeEndpoint(refresh_token="spent-for-token")
@@ -491,11 +484,11 @@ def test_adopted_temp_that_is_expired_is_refreshed_with_its_own_token(cache: Pat
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == ["spent-for-token"]  # never the seed, which is spent
     assert not temp.exists()
-    assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"
 
 
 def test_the_newest_of_several_temps_wins_and_the_rest_are_removed(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     older = write_temp(cache, token_data(age=400, refresh_token="first-spent"), suffix="zzzzzzzz")
     newest = token_data(age=10, refresh_token="second-spent")
     write_temp(cache, newest, suffix="aaaaaaaa", pad=16)
@@ -505,9 +498,9 @@ def test_the_newest_of_several_temps_wins_and_the_rest_are_removed(cache: Path) 
 
     assert outcome.action is Action.ADOPTED
     assert endpoint.requests == []
-    assert on_disk(cache) == newest
+    assert load_json(cache) == newest
     assert not older.exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 @pytest.mark.parametrize(
@@ -529,7 +522,7 @@ def test_the_newest_of_several_temps_wins_and_the_rest_are_removed(cache: Path) 
 def test_incomplete_or_older_temps_are_removed(
     cache: Path, content: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     temp = write_temp(cache, content)
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
 
@@ -539,15 +532,15 @@ def test_incomplete_or_older_temps_are_removed(
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
     assert not temp.exists()
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     assert "removed" in caplog.text
-    assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"
 
 
 def test_another_caches_temp_is_never_touched(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
-    sim = cache.parent / "tok.json.sim"
-    write_cache(sim, token_data(age=DUE, refresh_token="sim-seed"))
+    write_json(cache, token_data(age=DUE))
+    sim = cache.with_name(cache.name + ".sim")
+    write_json(sim, token_data(age=DUE, refresh_token="sim-seed"))
     sim_temp = write_temp(sim, token_data(age=5, refresh_token="sim-spent-for"), pad=32)
     sim_bytes = sim_temp.read_bytes()
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
@@ -557,12 +550,12 @@ def test_another_caches_temp_is_never_touched(cache: Path) -> None:
     assert outcome.action is Action.REFRESHED
     assert endpoint.presented == [SEED_RT]
     assert sim_temp.read_bytes() == sim_bytes
-    assert temps(cache.parent) == [sim_temp.name]
-    assert on_disk(sim)["refresh_token"] == "sim-seed"
+    assert temp_files(cache) == [sim_temp.name]
+    assert load_json(sim)["refresh_token"] == "sim-seed"
 
 
 def test_a_directory_named_like_a_temp_is_left_alone(cache: Path, caplog: pytest.LogCaptureFixture) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     folder = cache.parent / temp_name(cache, "dir_0001")
     folder.mkdir()
     (folder / "inside").write_text("x")
@@ -635,7 +628,7 @@ def _refuse_the_save(
 def test_a_failed_save_keeps_the_spent_for_token_and_the_next_run_adopts_it(
     cache: Path, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before = write_cache(cache, token_data(age=DUE), mode=0o640)
+    before = write_json(cache, token_data(age=DUE), mode=0o640)
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
     break_it, repair = _refuse_the_save(cache, how, monkeypatch)
     endpoint.then(before_answer=break_it)
@@ -646,7 +639,7 @@ def test_a_failed_save_keeps_the_spent_for_token_and_the_next_run_adopts_it(
     assert error.value.exit_code == 74
     kept = error.value.kept_at
     assert kept is not None
-    assert os.path.basename(kept).startswith(".tok.json.tr-")
+    assert os.path.basename(kept).startswith(f".{cache.name}.tr-")
     assert "the refresh token WAS spent" in str(error.value)
     assert kept in str(error.value)
     assert endpoint.spent == [SEED_RT]
@@ -660,7 +653,7 @@ def test_a_failed_save_keeps_the_spent_for_token_and_the_next_run_adopts_it(
     assert outcome.action is Action.ADOPTED
     assert len(endpoint.requests) == 1  # the spent seed was never presented again
     assert not os.path.exists(kept)
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     assert cache.read_bytes() == held.raw
     assert stat.S_IMODE(cache.stat().st_mode) == 0o640
 
@@ -669,7 +662,7 @@ def test_a_failed_save_keeps_the_spent_for_token_and_the_next_run_adopts_it(
 def test_root_adopts_the_temp_it_gave_to_the_cache_owner(
     cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     os.chown(cache, 4242, 4242)  # a bind-mounted cache of a host user, the keeper runs as root
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
     break_it, repair = _refuse_the_save(cache, "replace-refused", monkeypatch)
@@ -697,7 +690,7 @@ def test_root_adopts_the_temp_it_gave_to_the_cache_owner(
     ],
 )
 def test_an_unusable_2xx_changes_nothing(cache: Path, body: dict[str, Any] | bytes) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(answer(200, body))
 
     with pytest.raises(UnusableResponse) as error:
@@ -707,11 +700,11 @@ def test_an_unusable_2xx_changes_nothing(cache: Path, body: dict[str, Any] | byt
     assert "the refresh token may" in str(error.value)  # ... (already) be spent
     assert endpoint.presented == [SEED_RT]
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def test_odd_2xx_fields_are_saved_in_the_one_schema(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     body = (
         b'{"access_token": "odd-access", "refresh_token": "odd-refresh", "expires_in": "0", '
         b'"refresh_token_expires_in": "3600", "token_type": "Bearer", "extra": NaN, "huge": 1e400, '
@@ -724,7 +717,7 @@ def test_odd_2xx_fields_are_saved_in_the_one_schema(cache: Path) -> None:
     assert outcome.action is Action.REFRESHED
     loaded = store.load(str(cache))  # whatever a run saves, the next run can load
     assert loaded.raw == outcome.token.raw
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["expires_in"] == 0
     assert saved["refresh_token_expires_in"] == 3600
     assert "extra" not in saved
@@ -746,12 +739,12 @@ def test_odd_2xx_fields_are_saved_in_the_one_schema(cache: Path) -> None:
 
 
 def test_string_lifetimes_are_saved_as_numbers(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT, access_ttl="1200", refresh_ttl="3600.5")
 
     outcome = run(cache, endpoint)
 
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["expires_in"] == 1200
     assert isinstance(saved["expires_in"], int)
     assert saved["refresh_token_expires_in"] == 3600.5
@@ -760,14 +753,14 @@ def test_string_lifetimes_are_saved_as_numbers(cache: Path) -> None:
 
 
 def test_an_answer_without_a_refresh_token_keeps_the_old_one(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(
         answer(200, {"access_token": "only-access", "token_type": "Bearer", "expires_in": 1200})
     )
 
     outcome = run(cache, endpoint)
 
-    saved = on_disk(cache)
+    saved = load_json(cache)
     assert saved["access_token"] == "only-access"
     assert saved["refresh_token"] == SEED_RT  # RFC 6749 §6: it stays valid
     assert "refresh_token_expires_in" not in saved  # never paired with the old lifetime
@@ -790,7 +783,7 @@ def test_an_answer_without_a_refresh_token_keeps_the_old_one(cache: Path) -> Non
 def test_an_error_answer_surfaces_its_class_and_changes_nothing(
     cache: Path, status: int, body: dict[str, Any] | bytes, cls: type[TokenRefreshError], code: int
 ) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(answer(status, body, {"location": "https://x.test/"}))
 
     with pytest.raises(TokenRefreshError) as error:
@@ -799,12 +792,12 @@ def test_an_error_answer_surfaces_its_class_and_changes_nothing(
     assert_refused(error, cls, code)
     assert endpoint.presented == [SEED_RT]
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 @pytest.mark.parametrize(("lifetime", "warned"), [(600, True), (1020, True), (1021, False)])
 def test_short_lived_tokens_get_a_note(cache: Path, lifetime: float, warned: bool) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT, access_ttl=lifetime)
 
     outcome = run(cache, endpoint)
@@ -832,7 +825,7 @@ def _retrying(endpoint: FakeEndpoint, sleeps: list[float]) -> TransportFactory:
 
 
 def test_the_outcome_reports_the_transports_attempts(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(answer(503, b"", {"retry-after": "2"}))
     sleeps: list[float] = []
 
@@ -843,7 +836,7 @@ def test_the_outcome_reports_the_transports_attempts(cache: Path) -> None:
     assert outcome.elapsed == 2.0
     assert sleeps == [2.0]
     assert endpoint.presented == [SEED_RT, SEED_RT]  # a 503 spends nothing
-    assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"
+    assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"
 
 
 # -- stop signals (the guard's handler is called directly, no real signal is sent) -------------------
@@ -863,7 +856,7 @@ def stop_with(signum: int) -> Hook:
 def test_a_stop_before_the_request_is_sent_ends_the_run_and_changes_nothing(
     cache: Path, signum: int, code: int
 ) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(before_sent=stop_with(signum))
     handler = signal.getsignal(signum)
 
@@ -874,12 +867,12 @@ def test_a_stop_before_the_request_is_sent_ends_the_run_and_changes_nothing(
     assert endpoint.requests == []
     assert endpoint.spent == []
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
     assert signal.getsignal(signum) is handler
 
 
 def test_a_stop_after_the_request_is_sent_waits_until_the_token_is_saved(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(before_answer=stop_with(signal.SIGTERM))
     handler = signal.getsignal(signal.SIGTERM)
 
@@ -888,13 +881,13 @@ def test_a_stop_after_the_request_is_sent_waits_until_the_token_is_saved(cache: 
     assert outcome.action is Action.REFRESHED
     assert outcome.stopped_by == signal.SIGTERM
     assert isinstance(endpoint.flights[0], StopGuard)
-    assert on_disk(cache)["refresh_token"] == endpoint.current_refresh == "fake-refresh-token-001"
-    assert temps(cache.parent) == []
+    assert load_json(cache)["refresh_token"] == endpoint.current_refresh == "fake-refresh-token-001"
+    assert temp_files(cache) == []
     assert signal.getsignal(signal.SIGTERM) is handler
 
 
 def test_a_stop_held_during_a_retryable_answer_ends_the_run_before_the_retry(cache: Path) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     endpoint = FakeEndpoint(refresh_token=SEED_RT).then(
         answer(503, b""), before_answer=stop_with(signal.SIGTERM)
     )
@@ -908,7 +901,7 @@ def test_a_stop_held_during_a_retryable_answer_ends_the_run_before_the_retry(cac
     assert sleeps == []
     assert endpoint.spent == []
     assert cache.read_bytes() == before
-    assert temps(cache.parent) == []
+    assert temp_files(cache) == []
 
 
 def _installed_handler(signum: int) -> Callable[[], None]:
@@ -924,7 +917,7 @@ def _installed_handler(signum: int) -> Callable[[], None]:
 
 
 def test_a_stop_while_holding_the_lock_before_any_request_ends_the_run(cache: Path) -> None:
-    before = write_cache(cache, token_data(age=DUE))
+    before = write_json(cache, token_data(age=DUE))
     clock = FakeClock()
     clock.on_call(UNDER_LOCK, _installed_handler(signal.SIGTERM))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
@@ -941,7 +934,7 @@ def test_a_stop_while_holding_the_lock_before_any_request_ends_the_run(cache: Pa
 
 
 def test_a_stop_just_after_the_save_does_not_claim_nothing_was_spent(cache: Path) -> None:
-    write_cache(cache, token_data(age=DUE))
+    write_json(cache, token_data(age=DUE))
     clock = FakeClock()
     clock.on_call(AFTER_SAVE, _installed_handler(signal.SIGTERM))
     endpoint = FakeEndpoint(refresh_token=SEED_RT)
@@ -949,7 +942,7 @@ def test_a_stop_just_after_the_save_does_not_claim_nothing_was_spent(cache: Path
     try:
         outcome = run(cache, endpoint, clock, guard_signals=True)
     finally:
-        assert on_disk(cache)["refresh_token"] == "fake-refresh-token-001"  # saved either way
+        assert load_json(cache)["refresh_token"] == "fake-refresh-token-001"  # saved either way
 
     assert outcome.action is Action.REFRESHED
     assert outcome.stopped_by == signal.SIGTERM

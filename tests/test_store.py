@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
-from support import write_json
+from support import temp_files, write_json
 
 from token_refresh import store
 from token_refresh import token as tokens
 from token_refresh.errors import CacheInvalid, CacheMissing, CacheWriteError, ExitCode
 
-GOOD = {"access_token": "at-1234", "refresh_token": "rt-1234", "issued_at": 1_800_000_000, "expires_in": 1200}
-
-
-def temp_files(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+GOOD: dict[str, Any] = {
+    "access_token": "at-1234",
+    "refresh_token": "rt-1234",
+    "issued_at": 1_800_000_000,
+    "expires_in": 1200,
+}
 
 
 @pytest.mark.parametrize(
@@ -32,7 +34,10 @@ def temp_files(folder: Path) -> list[str]:
         (json.dumps({**GOOD, "expires_in": True}).encode(), "'expires_in' must be a number"),
         (json.dumps({**GOOD, "expires_in": None}).encode(), "'expires_in' must be a number"),
         (b'{"access_token": "a", "refresh_token": "r", "issued_at": 1, "expires_in": NaN}', "not valid JSON"),
-        (json.dumps({**GOOD, "access_token": "", "refresh_token": None}).encode(), "'access_token' must be a"),
+        (
+            json.dumps({**GOOD, "access_token": "", "refresh_token": None}).encode(),
+            "'access_token' must be a",
+        ),
         (json.dumps({**GOOD, "access_token": 7}).encode(), "'access_token' must be a non-empty string"),
         (json.dumps({**GOOD, "refresh_token": 5}).encode(), "'refresh_token' must be a string"),
         (json.dumps({**GOOD, "issued_at": "yesterday"}).encode(), "'issued_at' is not a time"),
@@ -70,14 +75,14 @@ def test_missing_cache_and_directory_are_not_readable(cache_path: Path) -> None:
         ("2027-01-15T08:00:00", 1_800_000_000, "iso-naive"),
     ],
 )
-def test_issued_at_representations(value, epoch: float, style: str) -> None:
+def test_issued_at_representations(value: float | str, epoch: float, style: str) -> None:
     assert tokens.parse_issued_at(value) == (epoch, style)
     written = tokens.format_issued_at(epoch, style)
     assert type(written) is type(value)
     assert tokens.parse_issued_at(written) == (epoch, style)
 
 
-def save(path: Path, data: dict) -> None:
+def save(path: Path, data: dict[str, Any]) -> None:
     with store.PendingWrite(str(path), reserve=4096) as pending:
         pending.commit(store.serialize(data))
 
@@ -88,7 +93,7 @@ def test_save_replaces_whole_file_and_keeps_mode_and_fields(cache_path: Path) ->
     save(cache_path, new)
     assert json.loads(cache_path.read_text()) == new
     assert cache_path.stat().st_mode & 0o777 == 0o640
-    assert temp_files(cache_path.parent) == []
+    assert temp_files(cache_path) == []
 
 
 def test_new_cache_is_private(cache_path: Path) -> None:
@@ -96,38 +101,40 @@ def test_new_cache_is_private(cache_path: Path) -> None:
     assert cache_path.stat().st_mode & 0o777 == 0o600
 
 
-def test_failed_rename_keeps_original_and_the_new_bytes_for_the_next_run(cache_path: Path, monkeypatch) -> None:
+def test_failed_rename_keeps_original_and_the_new_bytes_for_the_next_run(
+    cache_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     original = write_json(cache_path, GOOD)
 
     def refuse(src: str, dst: str) -> None:
         raise OSError(16, "Device or resource busy")
 
-    monkeypatch.setattr(store.os, "replace", refuse)
+    monkeypatch.setattr(os, "replace", refuse)
     new = {**GOOD, "access_token": "at-new", "refresh_token": "rt-new", "issued_at": GOOD["issued_at"] + 1}
     with pytest.raises(CacheWriteError, match="Device or resource busy") as info:
         save(cache_path, new)
     assert info.value.exit_code == ExitCode.IOERR
     assert "WAS spent" in str(info.value)
     assert cache_path.read_bytes() == original
-    [kept] = temp_files(cache_path.parent)
+    [kept] = temp_files(cache_path)
     assert json.loads((cache_path.parent / kept).read_bytes().rstrip(b"\0")) == new
     monkeypatch.undo()
     assert store.recover_temps(str(cache_path)) is not None  # the next run rolls it forward
     assert json.loads(cache_path.read_bytes()) == new
-    assert temp_files(cache_path.parent) == []
+    assert temp_files(cache_path) == []
 
 
-def test_failed_reservation_leaves_no_temp_file(cache_path: Path, monkeypatch) -> None:
+def test_failed_reservation_leaves_no_temp_file(cache_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = write_json(cache_path, GOOD)
 
     def full(fd: int, offset: int, length: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(store.os, "posix_fallocate", full)
+    monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(CacheWriteError, match="No space left on device"):
         store.PendingWrite(str(cache_path), reserve=4096)
     assert cache_path.read_bytes() == original
-    assert temp_files(cache_path.parent) == []
+    assert temp_files(cache_path) == []
 
 
 def test_missing_directory_cannot_be_prepared(tmp_path: Path) -> None:
@@ -135,7 +142,9 @@ def test_missing_directory_cannot_be_prepared(tmp_path: Path) -> None:
         store.PendingWrite(str(tmp_path / "nowhere" / "c.json"), reserve=10)
 
 
-def test_durable_order_fsync_file_then_rename_then_fsync_directory(cache_path: Path, monkeypatch) -> None:
+def test_durable_order_fsync_file_then_rename_then_fsync_directory(
+    cache_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_json(cache_path, GOOD)
     events: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -148,8 +157,8 @@ def test_durable_order_fsync_file_then_rename_then_fsync_directory(cache_path: P
         events.append("replace")
         real_replace(src, dst)
 
-    monkeypatch.setattr(store.os, "fsync", fsync)
-    monkeypatch.setattr(store.os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
     save(cache_path, {**GOOD, "access_token": "at-new"})
     # the reservation is fsynced too; what matters is data before rename, directory after
     assert events[-3:] == ["fsync-file", "replace", "fsync-dir"]

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import json
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import quote, quote_plus
+from typing import Any
 
-from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
+from fake_saxo import FakeSaxo
+from support import COMMAND, TIMEOUT, Processes, load_json, temp_files, write_json
 
-# The installed console script, as an operator runs it; `make test` puts the venv's bin first on PATH.
-_SCRIPT = shutil.which("token-refresh")
-COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "token_refresh"]
-TIMEOUT = 60  # generous: the machine is shared and loaded
+# load_json and temp_files are support's, named here too for the scenarios that import them from here
+__all__ = ["TALLY", "Runner", "Tally", "load_json", "temp_files"]
 
 
 class Tally:
@@ -53,52 +44,25 @@ class Tally:
 TALLY = Tally()
 
 
-def base_env(**extra: str) -> dict[str, str]:
-    """A clean environment with the fake credentials; nothing inherited that could interfere."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAXOBANK_", "TOKEN_REFRESH_", "AEGIS_"))}
-    env.update(SAXOBANK_APP_KEY_LIVE=APP_KEY, SAXOBANK_APP_SECRET_LIVE=APP_SECRET)
-    env.update(extra)
-    return env
-
-
-def leak_forms(values: Iterable[str]) -> set[str]:
-    """Each secret as it could appear in output: plain, URL-encoded, in a Basic header."""
-    forms: set[str] = set()
-    for value in values:
-        if value:
-            forms.update({value, quote(value, safe=""), quote_plus(value)})
-    forms.add(base64.b64encode(f"{APP_KEY}:{APP_SECRET}".encode()).decode())
-    return forms
-
-
-def temp_files(cache: Path) -> list[str]:
-    """Temporary files a run left beside the cache."""
-    return sorted(p.name for p in cache.parent.iterdir() if p.name.endswith(".tmp"))
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_bytes())
-    assert isinstance(data, dict)
-    return data
-
-
 class Runner:
-    """One scenario's world: a fake Saxo, a cache, a config, and every process's output."""
+    """One scenario's world: a fake Saxo, a cache, a config, and the processes (support.Processes) that
+    start the program and keep its output for the leak scan."""
 
-    def __init__(self, saxo: FakeSaxo, cache: Path, config: Path) -> None:
+    def __init__(self, saxo: FakeSaxo, cache: Path, config: Path, processes: Processes) -> None:
         self.saxo = saxo
         self.cache = cache
         self.config = config
-        self.outputs: list[str] = []  # stdout + stderr of every process, for the leak scan
+        self.processes = processes
+
+    @property
+    def outputs(self) -> list[str]:
+        """stdout and stderr of every process, for the leak scan."""
+        return self.processes.outputs
 
     # -- setup ---------------------------------------------------------------------
     def seed(self, *, age: float = 0.0, **extra: Any) -> bytes:
         """Write a freshly issued token, ``age`` seconds old; return the bytes on disk."""
-        data = self.saxo.seed_cache(age=age, **extra)
-        raw = (json.dumps(data, indent=2) + "\n").encode()
-        self.cache.write_bytes(raw)
-        self.cache.chmod(0o600)
-        return raw
+        return write_json(self.cache, self.saxo.seed_cache(age=age, **extra))
 
     def seed_due(self) -> bytes:
         """A token that the next run must refresh (1000 s of 1200 s used)."""
@@ -125,53 +89,29 @@ class Runner:
         self, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run the program to completion (at -v) and record its output."""
-        TALLY.processes += 1
-        done = subprocess.run(
-            [*(prefix or []), *self.argv(*args)],
-            env=base_env() if env is None else env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-        self.record(done.stdout, done.stderr)
-        return done
+        return self.processes.run([*(prefix or []), *self.argv(*args)], env=env)
 
-    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        TALLY.processes += 1
-        return subprocess.Popen(
-            self.argv(*args),
-            env=base_env() if env is None else env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    def spawn(
+        self, *args: str, env: dict[str, str] | None = None, prefix: list[str] | None = None
+    ) -> subprocess.Popen[str]:
+        return self.processes.spawn([*(prefix or []), *self.argv(*args)], env=env)
 
     def finish(self, proc: subprocess.Popen[str]) -> tuple[int, str]:
         """Wait for a spawned process; return (exit status, stderr)."""
-        out, err = proc.communicate(timeout=TIMEOUT)
-        self.record(out, err)
-        return proc.returncode, err
+        done = self.processes.finish(proc)
+        return done.returncode, done.stderr
 
     def kill(self, proc: subprocess.Popen[str]) -> None:
         TALLY.kills += 1
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        self.finish(proc)
+        self.processes.kill(proc)
 
     def record(self, *texts: str) -> None:
-        for text in texts:
-            TALLY.bytes_scanned += len(text.encode())
-            self.outputs.append(text)
+        self.processes.record(*texts)
 
     # -- checks --------------------------------------------------------------------
     def leaks(self) -> list[str]:
         """Secrets the server ever issued (and the app secret) found in any recorded output."""
-        forms = leak_forms(self.saxo.secrets_seen())
-        found = []
-        for text in self.outputs:
-            found += [f"{s[:6]}... in {text[:200]!r}" for s in forms if s in text]
-        return found
+        return self.processes.leaks(self.saxo.secrets_seen())
 
     def refresh_requests(self) -> list[dict[str, Any]]:
         with self.saxo.lock:

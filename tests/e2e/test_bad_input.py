@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from harness import TALLY, Runner, base_env
+from harness import TALLY, Runner
+from support import base_env
 
 GOOD: dict[str, Any] = {
     "access_token": "a" * 40,
@@ -42,7 +43,12 @@ CACHES: list[tuple[str, bytes, int, str]] = [
         "'access_token' is missing",
     ),
     ("access-token-int", _with(access_token=12), 65, "'access_token' must be a non-empty string"),
-    ("access-token-empty-no-refresh", _with(access_token="", refresh_token=None), 65, "'access_token' must be"),
+    (
+        "access-token-empty-no-refresh",
+        _with(access_token="", refresh_token=None),
+        65,
+        "'access_token' must be",
+    ),
     ("refresh-token-list", _with(refresh_token=["x"]), 65, "'refresh_token' must be a string"),
     ("issued-at-bool", _with(issued_at=True), 65, "'issued_at' is not a time"),
     ("issued-at-garbage", _with(issued_at="yesterday"), 65, "'issued_at' is not a time"),

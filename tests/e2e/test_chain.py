@@ -6,7 +6,8 @@ import os
 import stat
 
 import pytest
-from harness import Runner, base_env, load_json
+from harness import Runner, load_json
+from support import base_env
 
 from token_refresh import cli
 

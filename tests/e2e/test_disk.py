@@ -5,11 +5,11 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from harness import TALLY, Runner, base_env, temp_files
+from harness import TALLY, Runner, temp_files
+from support import Processes, base_env
 
 # Runs in a private mount namespace: mounts vanish with the process and never touch the host.
 # "$@" is the program's command line; afterwards the directory is copied out for inspection.
@@ -35,7 +35,8 @@ def _namespaces() -> str | None:
         return "needs root for unshare -m and mount"
     if not shutil.which("unshare"):
         return "unshare (util-linux) is not installed"
-    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True, check=False)
+    with Processes() as processes:
+        probe = processes.run(["unshare", "-m", "true"])
     if probe.returncode != 0:
         return f"unshare -m is not permitted here: {probe.stderr.strip()}"
     return None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from harness import TALLY, TIMEOUT, Runner, base_env
+from harness import Runner
+from support import TIMEOUT, base_env
 
 from token_refresh import cli
 
@@ -24,12 +24,8 @@ def test_reader_never_sees_a_torn_file(
         if name.startswith("SAXOBANK_"):
             monkeypatch.setenv(name, value)
     stop, ready = tmp_path / "stop", tmp_path / "ready"
-    TALLY.processes += 1
-    reader = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("reader.py")), str(e2e.cache), str(stop), str(ready)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    reader = e2e.processes.spawn(
+        [sys.executable, str(Path(__file__).with_name("reader.py")), str(e2e.cache), str(stop), str(ready)]
     )
     try:
         deadline = time.monotonic() + TIMEOUT
@@ -39,9 +35,8 @@ def test_reader_never_sees_a_torn_file(
         codes = [cli.main(["run", "--force", "--config", str(e2e.config), "-v"]) for _ in range(REFRESHES)]
     finally:
         stop.touch()
-        out, err = reader.communicate(timeout=TIMEOUT)
-    captured = capsys.readouterr()
-    e2e.record(captured.out, captured.err, out, err)
+        out = e2e.processes.finish(reader).stdout
+    e2e.record(*capsys.readouterr())
     assert codes == [0] * REFRESHES
     assert e2e.saxo.refreshes == REFRESHES
     assert e2e.saxo.reuses == 0
