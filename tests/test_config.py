@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from token_refresh.config import Config, Credentials, load_config, load_credentials
+from token_refresh.config import Config, load_config, load_credentials
+from token_refresh.endpoint import Credentials
 from token_refresh.errors import ConfigError, ExitCode
 
 
@@ -18,7 +19,9 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_file() -> None:
     config = load_config(None, environ={})
-    assert config == Config(source="built-in defaults", cache_source="the built-in default for environment live")
+    assert config == Config(
+        source="built-in defaults", cache_source="the built-in default for environment live"
+    )
     assert config.token_url == "https://live.logonvalidation.net/token"
     assert config.cache_path == "/data/tokens/saxobank_tokens_live.json"
     assert config.horizon_secs == 1020
@@ -43,7 +46,7 @@ def test_config_env_variable_is_used(tmp_path: Path) -> None:
         (None, None, "/file.json"),
     ],
 )
-def test_cache_path_precedence(tmp_path: Path, override, env, expected) -> None:
+def test_cache_path_precedence(tmp_path: Path, override: str | None, env: str | None, expected: str) -> None:
     path = write(tmp_path, "cache_path: /file.json\n")
     environ = {"AEGIS_SAXO_TOKEN_CACHE_PATH": env} if env else {}
     assert load_config(path, environ=environ, cache_override=override).cache_path == expected

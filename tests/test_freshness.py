@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from token_refresh.token import parse
 from token_refresh.freshness import FUTURE_TOLERANCE_SECS, State, classify
+from token_refresh.token import Token, parse
 
 T0 = 1_800_000_000  # issued_at of every token below
 HORIZON = 900 + 120  # the defaults: interval_secs + margin_secs
 
 
-def token(expires_in: float = 1200, refresh: str | None = "rt-abcdef", rt_expires_in: float | None = 3600):
-    data = {"access_token": "at-abcdef", "issued_at": T0, "expires_in": expires_in}
+def token(
+    expires_in: float = 1200, refresh: str | None = "rt-abcdef", rt_expires_in: float | None = 3600
+) -> Token:
+    data: dict[str, Any] = {"access_token": "at-abcdef", "issued_at": T0, "expires_in": expires_in}
     if refresh is not None:
         data["refresh_token"] = refresh
     if rt_expires_in is not None:
@@ -52,7 +56,7 @@ def token(expires_in: float = 1200, refresh: str | None = "rt-abcdef", rt_expire
         (token(expires_in=-5, refresh=None, rt_expires_in=None), 0, State.EXPIRED),
     ],
 )
-def test_classify_boundaries(tok, elapsed: float, expected: State) -> None:
+def test_classify_boundaries(tok: Token, elapsed: float, expected: State) -> None:
     assert classify(tok, now=T0 + elapsed, horizon=HORIZON).state is expected
 
 

@@ -6,8 +6,8 @@ import json
 import os
 import sys
 
-from token_refresh.store import load as load_cache
 from token_refresh.errors import TokenRefreshError
+from token_refresh.store import load as load_cache
 
 
 def main() -> None:

@@ -87,7 +87,9 @@ issued_ats = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    unknown=st.dictionaries(st.text().filter(lambda k: k not in tokens.TOKEN_FIELDS), json_values, max_size=5),
+    unknown=st.dictionaries(
+        st.text().filter(lambda k: k not in tokens.TOKEN_FIELDS), json_values, max_size=5
+    ),
     issued=issued_ats,
     sent_at=epochs,
 )
