@@ -129,7 +129,9 @@ def paste(
     tamper: Callable[[str, str], str] | None = None,
     credentials: Credentials = CONFIDENTIAL,
     pkce: bool = False,
+    log_in: bool = True,
 ) -> tuple[Result, PastingBrowser]:
+    """``authorize --paste`` in-process; the browser logs in and pastes (unless ``log_in`` is false)."""
     stream, paste_fd = stdin
     browser = PastingBrowser(endpoint, paste_fd, tamper)
     result = authorize(
@@ -142,7 +144,7 @@ def paste(
         clock=FakeClock(),
         transport_factory=endpoint.plain,
         stdin=stream,
-        out=browser,
+        out=browser if log_in else io.StringIO(),
     )
     return result, browser
 
@@ -383,24 +385,13 @@ def test_a_pasted_redirect_that_does_not_answer_sends_nothing(
 
 
 def test_end_of_input_before_a_paste(cache: Path, stdin: tuple[TextIO, int]) -> None:
-    stream, paste_fd = stdin
+    _, paste_fd = stdin
     os.write(paste_fd, b"\n   \n")
     os.close(paste_fd)
     endpoint = FakeEndpoint()
 
     with pytest.raises(RedirectMismatch) as error:
-        authorize(
-            config=config_for(cache),
-            credentials=CONFIDENTIAL,
-            mode="paste",
-            pkce=False,
-            open_browser=False,
-            timeout=5,
-            clock=FakeClock(),
-            transport_factory=endpoint.plain,
-            stdin=stream,
-            out=io.StringIO(),  # nobody logs in
-        )
+        paste(cache, endpoint, stdin, log_in=False)  # nobody logs in
 
     assert "end of input" in str(error.value)
     assert endpoint.requests == []

@@ -42,14 +42,19 @@ def _namespaces() -> str | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def _private_mounts() -> None:
+    """Every test here runs the program in a private mount namespace: skip where there is none."""
+    reason = _namespaces()
+    if reason:
+        pytest.skip(reason)
+
+
 @pytest.mark.parametrize("lock_exists", [False, True], ids=["no-lock-file", "lock-file-exists"])
 @pytest.mark.parametrize("mode", ["readonly", "full"])
 def test_unwritable_directory_exits_74_before_spending(
     e2e: Runner, tmp_path: Path, mode: str, lock_exists: bool
 ) -> None:
-    reason = _namespaces()
-    if reason:
-        pytest.skip(reason)
     before = e2e.seed_due()
     if lock_exists:
         (e2e.cache.parent / (e2e.cache.name + ".lock")).touch()
@@ -72,9 +77,6 @@ def test_unwritable_directory_exits_74_before_spending(
 
 def test_unwritable_directory_still_serves_a_valid_token(e2e: Runner, tmp_path: Path) -> None:
     """A valid token needs no write: a read-only directory is no failure."""
-    reason = _namespaces()
-    if reason:
-        pytest.skip(reason)
     before = e2e.seed()
     out = tmp_path / "out"
     out.mkdir()
@@ -88,9 +90,6 @@ def test_unwritable_directory_still_serves_a_valid_token(e2e: Runner, tmp_path: 
 
 def test_single_file_bind_mount_is_refused_before_spending(e2e: Runner, tmp_path: Path) -> None:
     """context.md: os.replace onto a bind-mounted file fails with EBUSY after the token is spent."""
-    reason = _namespaces()
-    if reason:
-        pytest.skip(reason)
     before = e2e.seed_due()
     outside = tmp_path / "host-copy.json"
     outside.write_bytes(before)
