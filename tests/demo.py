@@ -7,7 +7,6 @@ folder, runs ``token-refresh run`` twice (a refresh, then a valid run) and ``tok
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -15,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fake_saxo import APP_KEY, APP_SECRET, FakeSaxo
+from fake_saxo import FakeSaxo
+from support import base_env
 
 
 def show(cmd: list[str], env: dict[str, str]) -> int:
@@ -34,8 +34,7 @@ def main() -> int:
         seed = saxo.seed_cache(age=1000, consumer_note="kept across rewrites")
         cache.write_text(json.dumps(seed, indent=2) + "\n")
         cache.chmod(0o600)
-        env = dict(os.environ, SAXOBANK_APP_KEY_LIVE=APP_KEY, SAXOBANK_APP_SECRET_LIVE=APP_SECRET)
-        env.pop("AEGIS_SAXO_TOKEN_CACHE_PATH", None)
+        env = base_env()  # the fake app's credentials, nothing inherited that could interfere
         print(f"fake Saxo token endpoint: {saxo.token_url}")
         print(f"token cache: {cache} (issued 1000 s ago, due for refresh)")
         codes = [
