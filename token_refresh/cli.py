@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("token_refresh")
 
-SUBCOMMANDS = ("run", "status", "authorize", "help")
+SUBCOMMANDS = ("run", "status", "authorize", "report", "help")
 ENVIRONMENT_HELP = """\
 environment:
   SAXOBANK_APP_KEY_LIVE, SAXOBANK_APP_SECRET_LIVE   client credentials (_SIM for environment: sim),
@@ -41,6 +41,18 @@ def _positive_secs(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not 1 <= value <= 86400:
         raise argparse.ArgumentTypeError(f"must be between 1 and 86400 seconds, got {text}")
+    return value
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (e.g. 90m, 24h, 7d): {text!r}") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 7d (the journal keeps 7d), got {text}")
     return value
 
 
@@ -104,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize,help}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,status,authorize,report,help}")
     run = sub.add_parser(
         "run",
         help="refresh the token if it would not survive until the next run (the default)",
@@ -139,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--since",
         metavar="FILE",
         help="an earlier status --json output: report whether each issued_at advanced since",
+    )
+    status.add_argument(
+        "--probe",
+        action="store_true",
+        help="also call the OpenAPI (openapi_url + /port/v1/users/me) with each access token: "
+        "77 if it is refused (401/403), 75 if there is no usable answer",
     )
     auth = sub.add_parser(
         "authorize",
@@ -183,8 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECS",
         help="how long to wait for the redirect or the paste (default: 300)",
     )
+    report = sub.add_parser(
+        "report",
+        help="answer the observation criteria from the run journal beside each cache",
+        description=(
+            "Read the run journal (<cache>.runs.json) and report, over the last --since: runs, "
+            "refreshes, failures by exit status, invalid_grant, the longest gap between successful "
+            "runs, whether issued_at only moved forward and whether a run found the access token "
+            "expired. Exit 0 when every criterion holds, 69 when one does not, 66/65 when a journal "
+            "is missing or damaged."
+        ),
+        formatter_class=plain,
+    )
+    _add_common(report, several_caches=True, quiet_help="only warnings and errors")
+    report.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
+    report.add_argument(
+        "--since",
+        metavar="DURATION",
+        type=_duration,
+        default=86400.0,
+        help="how far back to look: e.g. 90m, 24h, 7d (default: 24h; the journal keeps 7 days)",
+    )
     helper = sub.add_parser("help", help="show the help of a command", formatter_class=plain)
-    helper.add_argument("topic", nargs="?", choices=("run", "status", "authorize"), metavar="COMMAND")
+    helper.add_argument("topic", nargs="?", choices=SUBCOMMANDS[:4], metavar="COMMAND")
     return parser
 
 
@@ -234,6 +273,7 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
     config = load_config(args.config, cache_override=args.cache)
     record.config = config
     record.metrics_path = args.metrics_file or config.metrics_path
+    record.force = args.force
     credentials = load_credentials(config.environment)
     log.debug(
         "config from %s; cache %s (from %s); token_url %s; %s",
@@ -243,6 +283,7 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         config.token_url,
         credentials.kind,
     )
+    record.cycle_started = True
     outcome = run_cycle(
         config=config,
         credentials=credentials,
@@ -250,6 +291,7 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         transport_factory=_transport_factory(config.retry_budget_secs),
         force=args.force,
         dry_run=args.dry_run,
+        refused=record.before_request,
     )
     a = outcome.assessment
     if not a.has_refresh_token:
@@ -283,8 +325,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     snapshot = status.load_snapshot(args.since) if args.since else None
+    probe = None
+    if args.probe:  # the network only when asked for
+        probe = status.prober(
+            openapi_url=config.openapi_url, timeout=config.http_timeout_secs, budget=config.retry_budget_secs
+        )
     infos, code = status.collect(
-        args.cache or [config.cache_path], now=time.time(), horizon=config.horizon_secs, snapshot=snapshot
+        args.cache or [config.cache_path],
+        now=time.time(),
+        horizon=config.horizon_secs,
+        snapshot=snapshot,
+        probe=probe,
     )
     client, why = client_type(config.environment)  # whether a secret is configured, not its value
     for info in infos:
@@ -293,11 +344,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _cmd_authorize(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from token_refresh import report
+    from token_refresh.config import load_config
+
+    config = load_config(args.config)
+    paths = args.cache or [config.cache_path]
+    rows, code = report.collect(paths, config=config, since=args.since, now=time.time())
+    print(json.dumps(rows, indent=2) if args.json else report.render_text(rows))
+    return code
+
+
+def _cmd_authorize(args: argparse.Namespace, record: RunRecord) -> int:
     from token_refresh import authorize, oauth
     from token_refresh.config import load_config, load_credentials
 
     config = load_config(args.config, cache_override=args.cache)
+    record.config = config
     mode = oauth.choose_mode(config, args.mode)
     credentials = load_credentials(config.environment)
     pkce = args.pkce or credentials.public
@@ -307,6 +372,7 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
         "config from %s; cache %s; %s mode; %s", config.source, config.cache_path, mode, credentials.kind
     )
     make = _transport_factory(config.retry_budget_secs)
+    record.cycle_started = True
     result = authorize.authorize(
         config=config,
         credentials=credentials,
@@ -322,7 +388,9 @@ def _cmd_authorize(args: argparse.Namespace) -> int:
     for note in result.notes:
         log.warning("%s", note)
     client = "public client" if credentials.public else "confidential client"
-    log.info("%s", authorize.summary(result, client=client + (" with PKCE" if pkce else "")))
+    message = authorize.summary(result, client=client + (" with PKCE" if pkce else ""))
+    record.authorized(result, message)
+    log.info("%s", message)
     return ExitCode.OK
 
 
@@ -343,10 +411,11 @@ def _normalise(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
         return argv
     import difflib
 
-    close = difflib.get_close_matches(argv[0], SUBCOMMANDS[:3], n=1)
+    close = difflib.get_close_matches(argv[0], SUBCOMMANDS[:4], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     parser.error(
-        f"unknown command {argv[0]!r}{hint}; the commands are: run (the default), status, authorize, help"
+        f"unknown command {argv[0]!r}{hint}; the commands are: run (the default), status, authorize, "
+        "report, help"
     )
     return argv  # not reached: error() exits 2
 
@@ -369,13 +438,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.exit_code
     quiet_handler = logs.setup(logging.DEBUG if verbose else logging.INFO, log_format, quiet=quiet)
     record = None
-    if args.command == "run":
+    if args.command in ("run", "authorize"):
         from token_refresh.observe import RunRecord
 
-        record = RunRecord(started_at=time.time(), metrics_path=args.metrics_file, dry_run=args.dry_run)
+        record = RunRecord(
+            started_at=time.time(),
+            metrics_path=getattr(args, "metrics_file", None),
+            dry_run=getattr(args, "dry_run", False),
+            command=args.command,
+        )
     code = _handle(args, record, verbose)
     if record is not None:
-        record.finish(code)  # metrics file and hooks; they never change the exit status
+        record.finish(code)  # journal, metrics file and hooks; they never change the exit status
     if quiet_handler is not None:
         quiet_handler.flush_one(code)
     return code
@@ -389,10 +463,12 @@ def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentP
     return parser
 
 
-def _failure_fields(args: argparse.Namespace, record: RunRecord | None, code: int, message: str) -> Any:
+def _failure_fields(
+    args: argparse.Namespace, record: RunRecord | None, code: int, message: str, error: BaseException
+) -> Any:
     if record is None:
         return logs.fields(final=True, command=args.command, exit_status=code)
-    record.failed(code, message)
+    record.failed(code, message, error)
     return logs.fields(final=True, **record.log_fields())
 
 
@@ -400,20 +476,20 @@ def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -
     """Run the command; the one place where an error becomes a log line and an exit status."""
     try:
         if record is not None:
-            return _cmd_run(args, record)
-        return _cmd_authorize(args) if args.command == "authorize" else _cmd_status(args)
+            return _cmd_run(args, record) if args.command == "run" else _cmd_authorize(args, record)
+        return _cmd_report(args) if args.command == "report" else _cmd_status(args)
     except (TokenRefreshError, KeyboardInterrupt) as e:
         code = errors.exit_status(e)
         message = str(e) if isinstance(e, TokenRefreshError) else "interrupted"
         verb = f"{args.command} failed"
         if args.command == "run":
             verb = "refresh failed" if _sent(e) else "not refreshed"
-        log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message))
+        log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message, e))
         return code
     except Exception as e:  # a bug: exit 70, traceback only with -v
         code = errors.exit_status(e)
         message = f"unexpected error: {type(e).__name__}: {e}"
-        log.error("%s", message, exc_info=verbose, extra=_failure_fields(args, record, code, message))
+        log.error("%s", message, exc_info=verbose, extra=_failure_fields(args, record, code, message, e))
         if not verbose:
             log.error("run again with -v for the traceback")
         return code

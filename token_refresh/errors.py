@@ -18,18 +18,25 @@ __all__ = [
     "CacheInvalid",
     "CacheMissing",
     "CacheWriteError",
+    "CheckInconclusive",
     "ClientRejected",
     "ConfigError",
+    "CriteriaNotMet",
     "EndpointError",
     "EndpointMisconfigured",
     "EndpointUnavailable",
     "EndpointUnreachable",
     "ExitCode",
     "Interrupted",
+    "JournalInvalid",
+    "JournalMissing",
     "ListenerUnavailable",
     "LockFileError",
     "LockTimeout",
     "NoAnswer",
+    "ProbeMisconfigured",
+    "ProbeRefused",
+    "ProbeUnavailable",
     "ReauthorizationRequired",
     "RedirectMismatch",
     "SnapshotInvalid",
@@ -49,6 +56,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     DATAERR = 65
     NOINPUT = 66
+    UNAVAILABLE = 69
     SOFTWARE = 70
     IOERR = 74
     TEMPFAIL = 75
@@ -69,6 +77,7 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "command-line usage error",
     ExitCode.DATAERR: "input unusable as what it should be",
     ExitCode.NOINPUT: "input missing or not readable",
+    ExitCode.UNAVAILABLE: "the keeper is not doing its job (sysexits EX_UNAVAILABLE)",
     ExitCode.SOFTWARE: "unexpected internal error (traceback with -v)",
     ExitCode.IOERR: "a file could not be written",
     ExitCode.TEMPFAIL: "temporary failure: the next run (or a retry) can fix it",
@@ -128,6 +137,16 @@ class CacheMissing(_PathError):
     exit_code = ExitCode.NOINPUT
     summary = "the token cache is missing or not readable"
     what = "token cache"
+    hint: str | None = None  # what to do next, set by the command that knows where the path came from
+
+    @property
+    def absent(self) -> bool:
+        """The file does not exist (rather than being unreadable)."""
+        return self.reason == "does not exist"
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}; {self.hint}" if self.hint else text
 
 
 class CacheInvalid(_PathError):
@@ -271,6 +290,16 @@ class EndpointMisconfigured(EndpointError):
         return f"token endpoint answered {self.where}{moved} ({self.detail}); check token_url"
 
 
+class CheckInconclusive(EndpointError):
+    """run --check-credentials: the endpoint's answers cannot tell whether it accepted the client."""
+
+    exit_code = ExitCode.CONFIG
+    summary = "run --check-credentials: the token endpoint's answers prove nothing about the credentials"
+
+    def __str__(self) -> str:
+        return f"the credential check proves nothing: {self.detail}; a refresh (run --force) would tell"
+
+
 class ReauthorizationRequired(TokenRefreshError):
     """No usable refresh token is left: a person must log in again."""
 
@@ -375,6 +404,78 @@ class AccessExpired(TokenRefreshError):
     summary = "status: the access token has expired but the next run refreshes it"
 
 
+class ProbeRefused(TokenRefreshError):
+    """status --probe: the OpenAPI answered 401 or 403 to the cached access token."""
+
+    exit_code = ExitCode.NOPERM
+    summary = "status --probe: the OpenAPI refused the access token (401, 403): consumers are refused now"
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(status)
+
+    def __str__(self) -> str:
+        return f"the OpenAPI refused the cached access token (HTTP {self.status}): consumers are refused now"
+
+
+class ProbeUnavailable(TokenRefreshError):
+    """status --probe: no answer, or 429/5xx, within the retry budget."""
+
+    exit_code = ExitCode.TEMPFAIL
+    summary = "status --probe: the OpenAPI could not be reached or answered 429/5xx"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+    def __str__(self) -> str:
+        return f"the OpenAPI probe got no usable answer: {self.detail}"
+
+
+class ProbeMisconfigured(TokenRefreshError):
+    """status --probe: a redirect, 404 or another unexpected status; openapi_url is probably wrong."""
+
+    exit_code = ExitCode.CONFIG
+    summary = "status --probe: the OpenAPI answered a redirect, 404 or another unexpected status"
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(status)
+
+    def __str__(self) -> str:
+        return f"the OpenAPI probe got HTTP {self.status}; check openapi_url"
+
+
+class JournalMissing(_PathError):
+    """report: there is no run journal beside the cache, or it cannot be read."""
+
+    exit_code = ExitCode.NOINPUT
+    summary = "report: the run journal beside the cache is missing or not readable"
+    what = "run journal"
+
+
+class JournalInvalid(_PathError):
+    """report: the run journal is not a journal."""
+
+    exit_code = ExitCode.DATAERR
+    summary = "report: the run journal is damaged"
+    what = "run journal"
+
+
+class CriteriaNotMet(TokenRefreshError):
+    """report: at least one observation criterion does not hold."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    summary = "report: an observation criterion does not hold (the table says which)"
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = list(names)
+        super().__init__(self.names)
+
+    def __str__(self) -> str:
+        return f"observation criteria not met: {', '.join(self.names)}"
+
+
 class Interrupted(TokenRefreshError):
     """A stop signal arrived while nothing was at stake."""
 
@@ -404,13 +505,15 @@ def exit_status(error: BaseException) -> ExitCode:
 
 
 # Most severe first, for the status of several caches. 77: a person must log in again. 66: the cache
-# is gone and no run can recreate it. 65: damaged, the same but it exists. 75: a run will fix it.
+# is gone and no run can recreate it. 65: damaged, the same but it exists. 69: report's verdict on a
+# journal that could be read. 75: a run will fix it.
 SEVERITY: tuple[ExitCode, ...] = (
     ExitCode.NOPERM,
     ExitCode.CONFIG,
     ExitCode.NOINPUT,
     ExitCode.DATAERR,
     ExitCode.IOERR,
+    ExitCode.UNAVAILABLE,
     ExitCode.TEMPFAIL,
     ExitCode.OK,
 )

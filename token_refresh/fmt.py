@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["iso", "left", "printable", "secs"]
+__all__ = ["iso", "left", "printable", "secs", "span"]
 
 TEXT_LIMIT = 200  # characters of a server's text that reach a log line
 
@@ -27,6 +27,15 @@ def left(seconds: float | None, at: float | None = None) -> str:
         return "unknown"
     text = f"{seconds:.0f} s left" if seconds > 0 else f"{abs(seconds):.0f} s ago (expired)"
     return text if at is None else f"{text}, at {iso(at)}"
+
+
+def span(seconds: float) -> str:
+    """A whole duration in its largest exact unit: ``7d``, ``24h``, ``90m``, ``45s`` (days from two on)."""
+    whole = round(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if whole >= (2 * size if unit == "d" else size) and whole % size == 0:  # 24h, not 1d
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
 
 
 def printable(text: str, limit: int = TEXT_LIMIT) -> str:

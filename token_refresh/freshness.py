@@ -65,10 +65,19 @@ def classify(token: Token, *, now: float, horizon: float) -> Assessment:
         return verdict(State.EXPIRED, "refresh token expired")
     if in_future:
         return verdict(State.NEEDS_REFRESH, "issued_at is in the future (clock trouble?)")
+    # a due token is the normal state between refreshes: say it is fine and what happens next
+    if access_left <= 0:
+        return verdict(State.NEEDS_REFRESH, "access token expired; the next run refreshes it")
     if access_left <= horizon:
-        return verdict(State.NEEDS_REFRESH, "access token would expire before the next run")
+        return verdict(
+            State.NEEDS_REFRESH,
+            f"valid; the next run refreshes it (access token within the {horizon:.0f} s horizon)",
+        )
     if refresh_left is not None and refresh_left <= horizon:
-        return verdict(State.NEEDS_REFRESH, "refresh token would expire before the next run")
+        return verdict(
+            State.NEEDS_REFRESH,
+            f"valid; the next run refreshes it (refresh token within the {horizon:.0f} s horizon)",
+        )
     if refresh_left is None:
         # without refresh_token_expires_in (plain OAuth2) nobody knows when the refresh token dies
         return verdict(State.VALID, "access token outlives the next run; refresh token lifetime unknown")

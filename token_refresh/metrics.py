@@ -6,7 +6,9 @@ when a metrics file is configured, so a run without metrics stays lean.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from token_refresh.errors import ConfigError
@@ -24,10 +26,21 @@ ACCESS_EXPIRY = PREFIX + "access_token_expiry_timestamp_seconds"
 REFRESH_EXPIRY = PREFIX + "refresh_token_expiry_timestamp_seconds"
 REFRESHED = PREFIX + "last_run_refreshed"
 DURATION = PREFIX + "last_run_duration_seconds"
+CONSECUTIVE_FAILURES = PREFIX + "consecutive_failures"
 # every metric name this module can write; tests check configs/alerts.yml against it
-METRIC_NAMES = (LAST_RUN, LAST_SUCCESS, LAST_EXIT, ACCESS_EXPIRY, REFRESH_EXPIRY, REFRESHED, DURATION)
+METRIC_NAMES = (
+    LAST_RUN,
+    LAST_SUCCESS,
+    LAST_EXIT,
+    ACCESS_EXPIRY,
+    REFRESH_EXPIRY,
+    REFRESHED,
+    DURATION,
+    CONSECUTIVE_FAILURES,
+)
 UNKNOWN_CACHE = "unknown"  # the cache label when the config could not be loaded
 INSTALL_HINT = "pip install 'token-refresh[metrics]'"
+METRICS_MODE = 0o644  # a file for node_exporter, which runs as another user; it holds no secret
 
 
 class RunMetrics(NamedTuple):
@@ -52,8 +65,8 @@ def require(source: str) -> None:
         ) from None
 
 
-def previous_successes(path: str) -> dict[str, float]:
-    """Last success time per cache label recorded in an earlier metrics file; empty if none."""
+def previous_values(path: str) -> dict[str, dict[str, float]]:
+    """Each sample of an earlier metrics file: value by cache label, by metric name; empty if none."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -61,18 +74,24 @@ def previous_successes(path: str) -> dict[str, float]:
             text = f.read()
     except (OSError, UnicodeDecodeError):
         return {}
-    found: dict[str, float] = {}
+    found: dict[str, dict[str, float]] = {}
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == LAST_SUCCESS:
-                    found[sample.labels.get("cache", "")] = float(sample.value)
+                found.setdefault(sample.name, {})[sample.labels.get("cache", "")] = float(sample.value)
     except ValueError as e:  # a damaged file: start afresh rather than fail the run
         log.warning("ignoring unparsable metrics file %s: %s", path, e)
     return found
 
 
-def build_registry(run: RunMetrics, last_success: float | None) -> CollectorRegistry:
+def previous_successes(path: str) -> dict[str, float]:
+    """Last success time per cache label recorded in an earlier metrics file; empty if none."""
+    return previous_values(path).get(LAST_SUCCESS, {})
+
+
+def build_registry(
+    run: RunMetrics, last_success: float | None, consecutive_failures: int = 0
+) -> CollectorRegistry:
     """The registry holding this run's gauges, each labelled with the cache path."""
     from prometheus_client import CollectorRegistry, Gauge
 
@@ -89,18 +108,47 @@ def build_registry(run: RunMetrics, last_success: float | None) -> CollectorRegi
     gauge(REFRESH_EXPIRY, "When the cached refresh token expires.", run.refresh_expires_at)
     gauge(REFRESHED, "1 if the last run refreshed the token, else 0.", 1 if run.refreshed else 0)
     gauge(DURATION, "Wall-clock duration of the last run's cycle.", run.duration_secs)
+    gauge(
+        CONSECUTIVE_FAILURES,
+        "Runs in a row that exited non-zero; 0 after a success.",
+        float(consecutive_failures),
+    )
     return registry
 
 
 def write(path: str, run: RunMetrics) -> None:
-    """Write the textfile atomically (temp file + rename, by prometheus_client)."""
-    from prometheus_client import write_to_textfile
+    """Write the textfile atomically (temp file + rename), mode 0644 whatever the umask."""
+    from prometheus_client import generate_latest
 
     last_success: float | None = run.started_at
+    failures = 0
     if run.exit_code != 0:
-        earlier = previous_successes(path)
+        before = previous_values(path)
+        earlier = before.get(LAST_SUCCESS, {})
         if run.cache_path == UNKNOWN_CACHE and len(earlier) == 1:
             # the config did not load, so the cache is unknown: keep the earlier file's series
             run = run._replace(cache_path=next(iter(earlier)))
         last_success = earlier.get(run.cache_path)
-    write_to_textfile(path, build_registry(run, last_success))
+        # counted from the previous file, so it needs no other state (configs/alerts.yml uses it)
+        failures = int(before.get(CONSECUTIVE_FAILURES, {}).get(run.cache_path, 0)) + 1
+    _replace(path, generate_latest(build_registry(run, last_success, failures)))
+
+
+def _replace(path: str, content: bytes) -> None:
+    # node_exporter reads the file as another user: under umask 077 (a cron job's, a container's)
+    # prometheus_client's write_to_textfile would leave it 0600, unreadable to the collector
+    temp = f"{path}.{os.getpid()}.part"  # not *.prom: the collector reads only those
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, METRICS_MODE)
+        try:
+            os.fchmod(fd, METRICS_MODE)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise

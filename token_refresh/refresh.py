@@ -59,8 +59,14 @@ def run_cycle(
     force: bool = False,
     dry_run: bool = False,
     guard_signals: bool = True,
+    refused: Callable[[Token], str | None] | None = None,
 ) -> Outcome:
-    """Run one cycle; raise a TokenRefreshError on failure."""
+    """Run one cycle; raise a TokenRefreshError on failure.
+
+    ``refused``, asked under the lock right before the request, returns when the token endpoint
+    already refused this token's refresh token (None: never); such a token is not sent again,
+    since a refusal is final (docs/DESIGN.md, "Journal").
+    """
     path = store.resolve(config.cache_path)
     horizon = config.horizon_secs
     token = store.load(path)
@@ -89,6 +95,15 @@ def run_cycle(
             return Outcome(action, latest, assessment, path)
         if assessment.state is State.VALID and not force:
             return Outcome(Action.VALID, latest, assessment, path)
+        when = None if refused is None else refused(latest)
+        if when is not None:
+            from token_refresh import redact
+
+            raise ReauthorizationRequired(
+                f"the token endpoint refused refresh token {redact.fingerprint(latest.refresh_token)} "
+                "(invalid_grant); it is not sent again",
+                refused_at=when,
+            )
         if assessment.state is State.EXPIRED:
             # the server decides: a skewed clock or a wrong lifetime must not force a login
             log.warning(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping, Sequence, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypedDict
 
-from token_refresh import fmt, logs, store
+from token_refresh import fmt, journal, logs, store
 from token_refresh.errors import (
+    SEVERITY,
     AccessExpired,
+    CacheMissing,
     ExitCode,
     ReauthorizationRequired,
     SnapshotInvalid,
@@ -24,7 +26,24 @@ from token_refresh.errors import (
 from token_refresh.freshness import State, classify
 from token_refresh.token import parse_issued_at
 
-__all__ = ["ROW_KEYS", "StatusRow", "collect", "load_snapshot", "render_text", "report"]
+if TYPE_CHECKING:
+    from token_refresh.token import Token
+
+__all__ = [
+    "PROBE_PATH",
+    "ROW_KEYS",
+    "Probe",
+    "StatusRow",
+    "collect",
+    "load_snapshot",
+    "prober",
+    "render_text",
+    "report",
+]
+
+PROBE_PATH = "/port/v1/users/me"  # the OpenAPI's cheapest call that needs a valid access token
+REFUSED = "refused"  # a row's state when the journal says the cache's refresh token was refused
+Probe = Callable[["Token"], "tuple[dict[str, Any], TokenRefreshError | None]"]
 
 log = logging.getLogger("token_refresh")
 
@@ -43,12 +62,15 @@ class StatusRow(TypedDict):
     mtime: str | None
     age_secs: float | None
     reason: str | None
+    refused_at: str | None  # when the token endpoint refused this refresh token (the run journal)
 
 
 ROW_KEYS = tuple(StatusRow.__annotations__)
 
 
-def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], TokenRefreshError | None]:
+def report(
+    path: str, *, now: float, horizon: float, probe: Probe | None = None
+) -> tuple[dict[str, Any], TokenRefreshError | None]:
     """The status of one cache and its problem, if any; raises the cache's own errors."""
     token = store.load(path)
     assessment = classify(token, now=now, horizon=horizon)
@@ -68,13 +90,88 @@ def report(path: str, *, now: float, horizon: float) -> tuple[dict[str, Any], To
         "mtime": fmt.iso(mtime),
         "age_secs": fmt.secs(None if mtime is None else now - mtime),
         "reason": assessment.reason,
+        "refused_at": journal.refusal_of(store.resolve(path), token.refresh_token),
     }
     problem: TokenRefreshError | None = None
-    if assessment.state is State.EXPIRED:
+    if row["refused_at"] is not None:
+        # the clock may still call it valid: the refusal is final (docs/DESIGN.md, "Journal")
+        from token_refresh import redact
+
+        refused = f"the token endpoint refused refresh token {redact.fingerprint(token.refresh_token)}"
+        row["state"] = REFUSED
+        row["reason"] = f"{refused} at {row['refused_at']} (invalid_grant); a person must log in again"
+        problem = ReauthorizationRequired(f"{path}: {refused} (invalid_grant)", refused_at=row["refused_at"])
+    elif assessment.state is State.EXPIRED:
         problem = ReauthorizationRequired(f"token expired: {assessment.reason}")
     elif assessment.access_left <= 0:
         problem = AccessExpired()
-    return dict(row), problem
+    info: dict[str, Any] = dict(row)
+    if probe is not None:
+        info["probe"], found = probe(token)
+        if found is not None and (problem is None or _rank(found) < _rank(problem)):
+            problem = found
+    return info, problem
+
+
+def _rank(problem: TokenRefreshError) -> int:
+    code = problem.exit_code
+    return SEVERITY.index(code) if code in SEVERITY else -1
+
+
+def prober(*, openapi_url: str, timeout: float, budget: float) -> Probe:
+    """``status --probe``: GET ``openapi_url`` + PROBE_PATH with the cached access token as a Bearer.
+
+    2xx: the consumers' token works; 401/403: 77; no answer, 429 or 5xx after the retry budget:
+    75; anything else (a redirect, 404): 78, openapi_url is probably wrong. Never prints the token.
+    """
+    url = openapi_url.rstrip("/") + PROBE_PATH
+
+    def probe(token: Token) -> tuple[dict[str, Any], TokenRefreshError | None]:
+        from token_refresh import transport
+        from token_refresh.errors import (
+            EndpointError,
+            EndpointUnreachable,
+            NoAnswer,
+            ProbeMisconfigured,
+            ProbeRefused,
+            ProbeUnavailable,
+        )
+
+        result: dict[str, Any] = {"url": url, "http_status": None, "result": "skipped", "detail": ""}
+        if not token.access_token:
+            result["detail"] = "the cache holds no access token"
+            return result, None
+        send = transport.new_transport(retry_budget_secs=budget)
+        headers = {"Authorization": f"Bearer {token.access_token}", "Accept": "application/json"}
+        try:
+            response = send(transport.Request("GET", url, headers, None, timeout))
+        except EndpointError as e:
+            if isinstance(e, EndpointUnreachable):
+                why = f"cannot connect: {e.detail}"
+            elif isinstance(e, NoAnswer):
+                why = f"no complete answer within {timeout:g} s"
+            else:
+                why = f"unusable answer: {e.detail}"
+            result.update(result="unavailable", detail=why)
+            return result, ProbeUnavailable(why)
+        status = response.status
+        tries = getattr(send, "attempts", 1)
+        result["http_status"] = status
+        problem: TokenRefreshError | None = None
+        if 200 <= status <= 299:
+            result.update(result="ok", detail="the access token works")
+        elif status in (401, 403):
+            problem = ProbeRefused(status)
+            result.update(result="refused", detail=str(problem))
+        elif status in transport.RETRY_STATUSES or 500 <= status <= 599:
+            problem = ProbeUnavailable(f"HTTP {status} after {tries} attempt{'s' if tries > 1 else ''}")
+            result.update(result="unavailable", detail=problem.detail)
+        else:
+            problem = ProbeMisconfigured(status)
+            result.update(result="unexpected", detail=str(problem))
+        return result, problem
+
+    return probe
 
 
 def lifetimes_text(info: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -105,7 +202,16 @@ def _render_one(info: Mapping[str, Any]) -> str:
         ("issued_at", info["issued_at"]),
         *lifetimes_text(info),
     ]
+    if info.get("probe"):
+        rows.append(("probe", probe_text(info["probe"])))
     return "\n".join(f"{name + ':':15} {value}" for name, value in rows)
+
+
+def probe_text(probe: Mapping[str, Any]) -> str:
+    """``ok (HTTP 200 from URL)``, ``refused (HTTP 401 ...)``, ``unavailable: ...``."""
+    status = probe.get("http_status")
+    where = f"HTTP {status} from {probe['url']}" if status is not None else str(probe["url"])
+    return f"{probe['result']} ({where}): {probe['detail']}"
 
 
 def load_snapshot(path: str) -> dict[str, str | None]:
@@ -158,14 +264,21 @@ def collect(
     now: float,
     horizon: float,
     snapshot: Mapping[str, str | None] | None = None,
+    probe: Probe | None = None,
+    missing_hint: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
-    """One status object per cache (a broken cache gets a row with ``error``) and the worst exit status."""
+    """One status object per cache (a broken cache gets a row with ``error``) and the worst exit status.
+
+    ``missing_hint`` is added to the error of a cache that does not exist (what to do next).
+    """
     rows: list[dict[str, Any]] = []
     for path in paths:
         try:
-            info, problem = report(path, now=now, horizon=horizon)
+            info, problem = report(path, now=now, horizon=horizon, probe=probe)
             info["error"] = None
         except TokenRefreshError as e:
+            if isinstance(e, CacheMissing) and e.absent:
+                e.hint = missing_hint
             problem = e
             info = dict.fromkeys(ROW_KEYS)
             info.update(path=path, error=str(e))
@@ -199,6 +312,7 @@ LABELS = (
     "access token",
     "refresh token",
     "file age",
+    "probe",
     "advanced",
     "exit status",
 )
@@ -215,16 +329,21 @@ def _rows(info: Mapping[str, Any]) -> list[tuple[str, str]]:
             ("issued_at", str(info["issued_at"])),
             *lifetimes_text(info),
         ]
+    if info.get("probe"):
+        rows.append(("probe", probe_text(info["probe"])))
     if "issued_at_advanced" in info:
         rows.append(("advanced", _advanced_text(info)))
     rows.append(("exit status", str(info["exit_status"])))
     return rows
 
 
-def render_text(infos: Sequence[Mapping[str, Any]], *, client: str | None = None) -> str:
+def render_text(
+    infos: Sequence[Mapping[str, Any]], *, client: str | None = None, width: int | None = None
+) -> str:
     """One cache: the familiar lines; several: one column per cache, side by side.
 
-    ``client`` (the OAuth client type, the same for every cache) ends the text when given.
+    ``client`` (the OAuth client type, the same for every cache) ends the text when given. When
+    the columns would be wider than ``width`` (the terminal's), each cache gets a block of its own.
     """
     tail = "" if client is None else f"\n{'client:':15} {client}"
     if len(infos) == 1 and not infos[0].get("error"):
@@ -239,4 +358,7 @@ def render_text(infos: Sequence[Mapping[str, Any]], *, client: str | None = None
     for i, label in enumerate(labels):
         cells = [column[i].ljust(width) for column, width in zip(columns, widths)]
         lines.append(f"{label + ':':15} " + "   ".join(cells).rstrip())
+    if width is not None and any(len(line) > width for line in lines):
+        blocks = ["\n".join(f"{k + ':':15} {table[k]}" for k in labels if k in table) for table in tables]
+        return "\n\n".join(blocks) + ("\n" + tail if tail else "")
     return "\n".join(lines) + tail
