@@ -108,3 +108,33 @@ def test_metrics_without_prometheus_client_never_block_the_refresh(
     assert "prometheus_client" in errors[0]
     assert "pip install 'token-refresh[metrics]'" in errors[0]  # names the missing extra
     assert not prom.exists()
+
+
+@pytest.mark.parametrize(
+    ("age", "code", "state", "reason"),
+    [
+        (
+            1000,
+            0,
+            "needs_refresh",
+            "valid; the next run refreshes it (access token within the 1020 s horizon)",
+        ),
+        (1300, 75, "needs_refresh", "access token expired; the next run refreshes it"),
+    ],
+)
+def test_status_calls_a_due_token_healthy_and_an_expired_one_expired(
+    run_cli: RunCli,
+    saxo: FakeSaxo,
+    config_file: ConfigFile,
+    cache_path: Path,
+    age: int,
+    code: int,
+    state: str,
+    reason: str,
+) -> None:
+    write_json(cache_path, saxo.seed_cache(age=age))
+    result = run_cli("status", "--json", "--config", str(config_file()))
+    assert result.returncode == code
+    (row,) = json.loads(result.stdout)
+    assert (row["state"], row["reason"]) == (state, reason)  # the state values stay as they were
+    assert "would expire before the next run" not in result.stdout
