@@ -55,6 +55,7 @@ FAULTS = (
     "404",
     "invalid_client",
     "echo-secrets",
+    "echo-disguised",  # echoes the secrets split by a control character, in base64, and across a cut
     "bad-request",
     "invalid_request-pkce",  # code exchanges only: 400 "code_verifier required"
 )
@@ -586,6 +587,8 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
             elif fault == "echo-secrets":  # a careless server quotes what it was sent
                 text = f"refresh token {self.presented} rejected for {self.auth}"
                 self._json(400, {"error": "invalid_grant", "error_description": text})
+            elif fault == "echo-disguised":
+                self._json(400, {"error": "invalid_grant", "error_description": self._disguised(arg)})
             elif fault == "bad-request":
                 self._json(400, {"error": "invalid_request", "error_description": "malformed"})
             elif fault == "invalid_request-pkce" and form.get("grant_type") == "authorization_code":
@@ -596,6 +599,17 @@ def _handler_for(saxo: FakeSaxo) -> type[BaseHTTPRequestHandler]:
             else:
                 return False
             return True
+
+        def _disguised(self, cut: float) -> str:
+            """The presented refresh token split by a BEL, it and the app secret in base64, then the token
+            again so that it straddles character ``cut`` of "invalid_grant: <description>" (0: no padding)."""
+            token, secret = self.presented, saxo.app_secret or ""
+            text = (
+                f"token {token[:10]}\a{token[10:]} in base64 {base64.b64encode(token.encode()).decode()} "
+                f"secret in base64 {base64.b64encode(secret.encode()).decode()} "
+            )
+            before = int(cut) - len("invalid_grant: ") - len(token) // 2
+            return text + "x" * max(0, before - len(text) - 1) + " " + token + " rejected"
 
         def _after_rotation(self, fault: str, status: int, body: dict[str, Any]) -> None:
             """Answer a grant that has been made (token spent, new pair issued) in an odd way."""

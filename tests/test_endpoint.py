@@ -252,10 +252,11 @@ ELSEWHERE = {"Location": "https://elsewhere.example/token"}
         # come back later
         (429, b"", {}, EndpointUnavailable, 75, ["unavailable", "HTTP 429", "0 bytes", "try again later"]),
         (500, HTML, {}, EndpointUnavailable, 75, ["unavailable", "HTTP 500", "text/html, 17 bytes"]),
-        (502, HTML, {}, EndpointUnavailable, 75, ["HTTP 502"]),
+        # a gateway answered in the endpoint's place: the grant may have been made behind it
+        (502, HTML, {}, NoAnswer, 75, ["a gateway answered HTTP 502", "may already be spent"]),
         (503, {"error": "temporarily_unavailable"}, {}, EndpointUnavailable, 75,
          ["HTTP 503", "temporarily_unavailable"]),
-        (504, HTML, {}, EndpointUnavailable, 75, ["HTTP 504"]),
+        (504, HTML, {}, NoAnswer, 75, ["a gateway answered HTTP 504", "text/html", "may already be spent"]),
         (599, HTML, {}, EndpointUnavailable, 75, ["HTTP 599"]),
         # a 2xx without a usable token: it may have spent the refresh token
         (200, b"<html>maintenance</html>", {}, UnusableResponse, 75,

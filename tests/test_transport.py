@@ -184,7 +184,7 @@ def test_attempts_are_capped(failure: Outcome) -> None:
         assert timeline.sleeps == [0, 1, 2, 4, 8, 16, 16, 16, 16]
 
 
-@pytest.mark.parametrize("code", [429, 502, 503, 504])
+@pytest.mark.parametrize("code", [429, 503])
 def test_busy_statuses_are_retried(code: int) -> None:
     timeline = Timeline()
     send = retrying(timeline, [status(code), OK], budget=10)
@@ -192,7 +192,8 @@ def test_busy_statuses_are_retried(code: int) -> None:
     assert timeline.events == ["send", "landed", "sleep 0", "send"]
 
 
-@pytest.mark.parametrize("code", [200, 201, 204, 302, 400, 401, 403, 404, 500, 501, 505])
+# 502 and 504: a gateway forwarded the request, so the grant may have been made behind it
+@pytest.mark.parametrize("code", [200, 201, 204, 302, 400, 401, 403, 404, 500, 501, 502, 504, 505])
 def test_other_statuses_are_never_retried(code: int) -> None:
     timeline = Timeline()
     answer = status(code, "1")

@@ -15,6 +15,7 @@ from token_refresh.errors import (
     ClientRejected,
     EndpointMisconfigured,
     EndpointUnavailable,
+    NoAnswer,
     ReauthorizationRequired,
     UnusableResponse,
 )
@@ -152,6 +153,12 @@ def interpret(response: Response, *, grant: str, sent_secret: bool = True) -> Gr
         )
     if error in ("invalid_client", "unauthorized_client") or status in (401, 403):
         raise ClientRejected(detail or _summary(response), status=status, sent_secret=sent_secret)
+    if status in (502, 504):
+        # a gateway answered in the endpoint's place: the grant may have been made behind it
+        raise NoAnswer(
+            f"a gateway answered {where} in the token endpoint's place ({detail or _summary(response)})",
+            status=status,
+        )
     if status == 429 or 500 <= status <= 599:
         raise EndpointUnavailable(detail or _summary(response), status=status)
     if 200 <= status <= 299:

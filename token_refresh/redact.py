@@ -8,20 +8,31 @@ REDACTED = "<redacted>"
 _MIN_SECRET_LEN = 4  # shorter strings would shred ordinary text and are no secret anyway
 # URL-encoding leaves these unchanged; JWTs, GUIDs and hex secrets need no urllib.parse (2 ms, issue 7)
 _URL_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_URLSAFE = str.maketrans("+/", "-_")
 _secrets: set[str] = set()
 
 
 def register(*values: object) -> None:
-    """Remember values that must never be printed, with their encoded forms."""
+    """Remember values that must never be printed, with their encoded forms (URL, form, base64)."""
     for value in values:
         if not isinstance(value, str) or len(value) < _MIN_SECRET_LEN:
             continue
         _secrets.add(value)
+        _secrets.update(_base64_forms(value))
         if _URL_UNRESERVED.issuperset(value):
             continue
         from urllib.parse import quote, quote_plus
 
         _secrets.update({quote(value, safe=""), quote_plus(value)})
+
+
+def _base64_forms(value: str) -> set[str]:
+    """base64 and base64url, padded and not: how a server or a header could carry the value."""
+    import binascii  # built in: the valid path registers every token it loads
+
+    encoded = binascii.b2a_base64(value.encode("utf-8"), newline=False).decode("ascii")
+    urlsafe = encoded.translate(_URLSAFE)
+    return {encoded, encoded.rstrip("="), urlsafe, urlsafe.rstrip("=")}
 
 
 def register_basic_auth(user: str, password: str) -> None:

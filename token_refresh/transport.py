@@ -31,7 +31,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# 502 and 504 are not here: a gateway that forwarded the request may have had the grant made
+# behind it, and a resend would spend the refresh token twice (docs/DESIGN.md, "HTTP")
+RETRY_STATUSES = frozenset({429, 503})
 MAX_BODY_BYTES = 8 << 20  # a token response is about 2 KB; this only guards memory
 MAX_ATTEMPTS = 10
 BACKOFF_FACTOR = 0.5
@@ -114,7 +116,7 @@ def retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
 
 
 class Retrying:
-    """Retry connection failures and 429/502/503/504 within a wall-clock budget; never anything else.
+    """Retry connection failures and 429/503 within a wall-clock budget; never anything else.
 
     A read timeout or a broken answer is never retried: the endpoint may have spent the refresh
     token already (docs/DESIGN.md, "HTTP").
