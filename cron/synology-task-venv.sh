@@ -1,11 +1,17 @@
 #!/bin/bash
-# Synology DSM Task Scheduler without Docker: one cycle with a host Python virtual environment.
-# Install once (as the token owner): python3 -m venv /volume1/aegis/token-refresh/.venv &&
-#   /volume1/aegis/token-refresh/.venv/bin/pip install /volume1/aegis/token-refresh
+# Synology DSM Task Scheduler (or any cron) without Docker: one cycle with a host virtual environment.
+# Install once, as root, into a venv of its own (not the checkout's .venv, which `make test` and
+# `make clean` own); the task's account only reads and runs it (docs/RUNBOOK.md, "Without Docker"):
+#   python3 -m venv /volume1/aegis/token-refresh-venv &&
+#   /volume1/aegis/token-refresh-venv/bin/pip install /volume1/aegis/token-refresh
 # DSM task: User-defined script, User: the account that owns /volume1/aegis/tokens (NOT root:
 # the lock file must be created by the same UID as every other entry point), every 15 minutes,
 # "Send run details by email ... only when the script terminates abnormally". Task body:
 #     bash /volume1/aegis/token-refresh/cron/synology-task-venv.sh
+# By hand, as that account, with the same credentials, config and cache as the task:
+#     sudo -u tokenkeeper bash /volume1/aegis/token-refresh/cron/synology-task-venv.sh authorize --paste
+#     sudo -u tokenkeeper bash /volume1/aegis/token-refresh/cron/synology-task-venv.sh status
+# Any other arguments go to `run` (e.g. --force, -v).
 #
 # DSM gives the task no environment, so only the credential variables are read from the central
 # env file (it must be readable by that account; mode 0600). The file is parsed, never sourced:
@@ -13,7 +19,8 @@
 set -u
 
 PROJECT_DIR="${PROJECT_DIR:-/volume1/aegis/token-refresh}"
-TOKEN_REFRESH="${TOKEN_REFRESH:-$PROJECT_DIR/.venv/bin/token-refresh}"
+VENV="${VENV:-/volume1/aegis/token-refresh-venv}"
+TOKEN_REFRESH="${TOKEN_REFRESH:-$VENV/bin/token-refresh}"
 ENV_FILE="${ENV_FILE:-/volume1/aegis/.env}"
 CONFIG="${CONFIG:-$PROJECT_DIR/configs/token_refresh.yaml}"
 # The host path of the cache (inside containers it is /data/tokens/...).
@@ -42,7 +49,17 @@ while IFS= read -r line || [ -n "$line" ]; do
     export "$name=$value"
 done < "$ENV_FILE"
 
-"$TOKEN_REFRESH" run --config "$CONFIG" --cache "$CACHE" -q "$@"
+case "${1:-}" in
+    status | authorize)
+        command="$1"
+        shift
+        "$TOKEN_REFRESH" "$command" --config "$CONFIG" --cache "$CACHE" "$@"
+        ;;
+    *)
+        if [ "${1:-}" = run ]; then shift; fi
+        "$TOKEN_REFRESH" run --config "$CONFIG" --cache "$CACHE" -q "$@"
+        ;;
+esac
 status=$?
 if [ "$status" -ne 0 ]; then
     echo "synology-task-venv: token-refresh exited $status; see docs/RUNBOOK.md, Troubleshooting" >&2

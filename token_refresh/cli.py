@@ -14,6 +14,8 @@ from token_refresh import __version__, errors, logs, redact
 from token_refresh.errors import ConfigError, ExitCode, TokenRefreshError
 
 if TYPE_CHECKING:
+    from token_refresh.config import Config
+    from token_refresh.endpoint import Credentials
     from token_refresh.observe import RunRecord
     from token_refresh.refresh import Outcome
     from token_refresh.transport import Flight, Transport
@@ -23,8 +25,10 @@ log = logging.getLogger("token_refresh")
 SUBCOMMANDS = ("run", "status", "authorize", "report", "help")
 ENVIRONMENT_HELP = """\
 environment:
-  SAXOBANK_APP_KEY_LIVE, SAXOBANK_APP_SECRET_LIVE   client credentials (_SIM for environment: sim),
-                    or *_FILE naming a file that holds one; no secret = a public (PKCE) client
+  SAXOBANK_APP_KEY_LIVE, SAXOBANK_APP_SECRET_LIVE
+                               client credentials (_SIM for environment: sim),
+                               or *_FILE naming a file that holds one;
+                               no secret = a public (PKCE) client
   TOKEN_REFRESH_CONFIG         config file when --config is not given
   AEGIS_SAXO_TOKEN_CACHE_PATH  cache path; beaten only by --cache
   TOKEN_REFRESH_LOG_FORMAT     text (default) or json
@@ -90,6 +94,11 @@ def _help_width() -> int:
     """The width argparse would get from ``shutil.get_terminal_size()``, without importing shutil."""
     # argparse left to size itself imports shutil, and with it bz2, lzma and zlib: 2 ms of every
     # run (docs/DESIGN.md, "The valid path")
+    return (_terminal_width() or 80) - 2
+
+
+def _terminal_width() -> int | None:
+    """$COLUMNS, else the width of the terminal on stdout; None when neither says."""
     try:
         columns = int(os.environ.get("COLUMNS", "0"))
     except ValueError:
@@ -99,7 +108,28 @@ def _help_width() -> int:
             columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
         except (ValueError, OSError):
             columns = 0
-    return (columns or 80) - 2
+    return columns or None
+
+
+def _fit(text: str, width: int) -> str:
+    """Wrap a raw help text to ``width``: each entry hangs under its second column (``NAME  text``,
+    ``label: text``); lines indented to that column continue the entry above."""
+    import re
+    import textwrap
+
+    entries: list[list[Any]] = []  # [text, hang]
+    for line in text.splitlines():
+        leading = len(line) - len(line.lstrip())
+        if entries and line.strip() and leading and leading == entries[-1][1] and entries[-1][0].strip():
+            entries[-1][0] += " " + line.strip()
+            continue
+        head = re.match(r"\s*(?:\S+:\s+|\S.*?\s{2,})", line)
+        entries.append([line, len(head.group(0)) if head and len(head.group(0)) <= width - 20 else leading])
+    lines: list[str] = []
+    for entry, hang in entries:
+        fits = len(entry) <= width
+        lines += [entry] if fits else textwrap.wrap(entry, width=width, subsequent_indent=" " * hang)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     table = errors.exit_table(width)
     parser = argparse.ArgumentParser(
         prog="token-refresh",
-        description="Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation. "
-        "Without a command, `run` is meant: `token-refresh` alone runs one cycle.",
-        epilog=ENVIRONMENT_HELP + "\n" + table,
+        description=_fit(
+            "Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation. "
+            "Without a command, `run` is meant: `token-refresh` alone runs one cycle.",
+            width,
+        ),
+        epilog=_fit(ENVIRONMENT_HELP, width) + "\n" + table,
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -120,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="refresh the token if it would not survive until the next run (the default)",
-        description="Load the cache, classify the token and refresh it under a lock if it is due.",
+        description=_fit(
+            "Load the cache, classify the token and refresh it under a lock if it is due.", width
+        ),
         epilog=table,
         formatter_class=raw,
     )
@@ -128,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
     run.add_argument(
         "--dry-run", action="store_true", help="classify and say what would happen; no network, no write"
+    )
+    run.add_argument(
+        "--check-credentials",
+        action="store_true",
+        help="with --dry-run: also prove that the token endpoint accepts the app key and secret, "
+        "spending nothing (a made-up refresh token must be refused with invalid_grant)",
     )
     run.add_argument(
         "--metrics-file",
@@ -161,11 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     auth = sub.add_parser(
         "authorize",
         help="log in through a browser and save a new token (first login, after invalid_grant)",
-        description=(
+        description=_fit(
             "Run the OAuth authorization-code flow: print (and open) the login URL, take the "
             "redirect back, exchange the code and save the new token, replacing the cache's "
             "token fields. Needs redirect_uri in the config. Without an app secret the app is a "
-            "public client and PKCE is used."
+            "public client and PKCE is used.",
+            width,
         ),
         epilog=table,
         formatter_class=raw,
@@ -236,7 +278,7 @@ def _transport_factory(retry_budget_secs: float) -> Any:
     return make
 
 
-def _summary(outcome: Outcome, *, client: str = "") -> str:
+def _summary(outcome: Outcome, *, client: str = "", dry_run: bool = False) -> str:
     from token_refresh import fmt
     from token_refresh.freshness import State
     from token_refresh.refresh import Action
@@ -263,7 +305,39 @@ def _summary(outcome: Outcome, *, client: str = "") -> str:
     if outcome.action is Action.WOULD_REFRESH:
         verdict = "needs refresh" if a.state is State.NEEDS_REFRESH else "valid"
         return f"dry run: token {verdict} ({a.reason}); would refresh; {left} {where}"
+    if dry_run:
+        return f"dry run: token valid, nothing to do: {left} {where}"
     return f"token valid: {left} {where}"
+
+
+def _check_credentials(config: Config, credentials: Credentials) -> None:
+    """--dry-run --check-credentials: one request that proves the client, spends nothing."""
+    from token_refresh import endpoint
+
+    proof = endpoint.check_client(
+        _transport_factory(config.retry_budget_secs)(None),
+        token_url=config.token_url,
+        credentials=credentials,
+        timeout=config.http_timeout_secs,
+    )
+    log.info(
+        "dry run: credentials accepted (%s): the token endpoint authenticated the %s; nothing was spent",
+        proof,
+        "app key (a public client)" if credentials.public else "app key and secret",
+    )
+
+
+def _missing_cache_hint(source: str) -> str:
+    """What to do about a cache that does not exist, given where its path came from."""
+    if source.startswith("the built-in default"):
+        return (
+            f"this path is {source} (no --cache, $AEGIS_SAXO_TOKEN_CACHE_PATH or cache_path named one): "
+            "name the cache with one of them, or create a first cache with `token-refresh authorize`"
+        )
+    return (
+        f"the path comes from {source}: check it and the directory mount, "
+        "or create a first cache with `token-refresh authorize`"
+    )
 
 
 def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
@@ -283,16 +357,23 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         config.token_url,
         credentials.kind,
     )
+    if args.check_credentials:
+        _check_credentials(config, credentials)
     record.cycle_started = True
-    outcome = run_cycle(
-        config=config,
-        credentials=credentials,
-        clock=time.time,
-        transport_factory=_transport_factory(config.retry_budget_secs),
-        force=args.force,
-        dry_run=args.dry_run,
-        refused=record.before_request,
-    )
+    try:
+        outcome = run_cycle(
+            config=config,
+            credentials=credentials,
+            clock=time.time,
+            transport_factory=_transport_factory(config.retry_budget_secs),
+            force=args.force,
+            dry_run=args.dry_run,
+            refused=record.before_request,
+        )
+    except errors.CacheMissing as e:
+        if e.absent:
+            e.hint = _missing_cache_hint(config.cache_source)
+        raise
     a = outcome.assessment
     if not a.has_refresh_token:
         from token_refresh import fmt
@@ -303,7 +384,8 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         )
     for note in outcome.notes:
         log.warning("%s", note)
-    summary = _summary(outcome, client="public" if credentials.public else "confidential")
+    client = "public" if credentials.public else "confidential"
+    summary = _summary(outcome, client=client, dry_run=args.dry_run)
     record.succeeded(outcome, summary)
     log.info("%s", summary, extra=logs.fields(final=True, **record.log_fields()))
     if outcome.stopped_by is not None:
@@ -336,11 +418,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
         horizon=config.horizon_secs,
         snapshot=snapshot,
         probe=probe,
+        missing_hint=_missing_cache_hint("--cache" if args.cache else config.cache_source),
     )
     client, why = client_type(config.environment)  # whether a secret is configured, not its value
     for info in infos:
         info["client"] = client
-    print(json.dumps(infos, indent=2) if args.json else status.render_text(infos, client=f"{client} ({why})"))
+    if args.json:
+        print(json.dumps(infos, indent=2))
+    else:
+        print(status.render_text(infos, client=f"{client} ({why})", width=_terminal_width()))
     return code
 
 
@@ -424,6 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``token-refresh``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv), parser))
+    if getattr(args, "check_credentials", False) and not args.dry_run:
+        _subparser(parser, "run").error("--check-credentials goes with --dry-run (a refresh proves them)")
     if args.command == "help":
         target = parser if args.topic is None else _subparser(parser, args.topic)
         target.print_help()
@@ -484,6 +572,8 @@ def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -
         verb = f"{args.command} failed"
         if args.command == "run":
             verb = "refresh failed" if _sent(e) else "not refreshed"
+            if args.dry_run:  # the only request a dry run sends is the credential check
+                verb = "dry run: " + ("credential check failed" if _sent(e) else "not refreshed")
         log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message, e))
         return code
     except Exception as e:  # a bug: exit 70, traceback only with -v

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from token_refresh import fmt, redact
 from token_refresh import token as tokens
 from token_refresh.errors import (
+    CheckInconclusive,
     ClientRejected,
     EndpointMisconfigured,
     EndpointUnavailable,
@@ -23,7 +24,7 @@ from token_refresh.errors import (
 if TYPE_CHECKING:
     from token_refresh.transport import Response, Transport
 
-__all__ = ["Credentials", "Granted", "code_grant", "interpret", "refresh_grant"]
+__all__ = ["Credentials", "Granted", "check_client", "code_grant", "interpret", "refresh_grant"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,50 @@ def code_grant(
         form["code_verifier"] = verifier  # RFC 7636 §4.5
     response = _post(transport, token_url=token_url, form=form, credentials=credentials, timeout=timeout)
     return interpret(response, grant=CODE, sent_secret=not credentials.public)
+
+
+# Belongs to no token family, so a server's reuse detection has nothing to revoke for it.
+CHECK_REFRESH_TOKEN = "token-refresh-credential-check"  # noqa: S105 - a deliberately invalid token
+CHECK_WRONG_SECRET = "not-the-app-secret-token-refresh-check"  # noqa: S105 - deliberately wrong
+
+
+def check_client(transport: Transport, *, token_url: str, credentials: Credentials, timeout: float) -> str:
+    """Prove the endpoint accepts the client without spending anything; return what proved it.
+
+    A refresh grant with a made-up refresh token: a server authenticates the client before it
+    validates the grant (RFC 6749 §6), so ``invalid_grant`` means the client was accepted and
+    ``invalid_client``/401 that it was not (RFC 6749 §5.2). A control request with a wrong secret
+    (a public client: a wrong app key) must then be refused as a client, or the endpoint looked
+    at the grant first and its ``invalid_grant`` proved nothing.
+    """
+    answer = _made_up_grant(transport, token_url=token_url, credentials=credentials, timeout=timeout)
+    if answer != "invalid_grant":
+        raise CheckInconclusive(f"a made-up refresh token got {answer}, not invalid_grant")
+    wrong, what = (
+        (Credentials(CHECK_REFRESH_TOKEN), "app key")
+        if credentials.public
+        else (Credentials(credentials.app_key, CHECK_WRONG_SECRET), "secret")
+    )
+    try:
+        control = _made_up_grant(transport, token_url=token_url, credentials=wrong, timeout=timeout)
+    except ClientRejected as e:
+        return f"invalid_grant for a made-up refresh token, {e.where} for a wrong {what}"
+    raise CheckInconclusive(f"a wrong {what} got {control} too: the endpoint looks at the grant first")
+
+
+def _made_up_grant(transport: Transport, *, token_url: str, credentials: Credentials, timeout: float) -> str:
+    """The endpoint's answer to a refresh grant with ``CHECK_REFRESH_TOKEN``; a refused client raises."""
+    form = {"grant_type": "refresh_token", "refresh_token": CHECK_REFRESH_TOKEN}
+    try:
+        response = _post(transport, token_url=token_url, form=form, credentials=credentials, timeout=timeout)
+        granted = interpret(response, grant="credential check", sent_secret=not credentials.public)
+    except ReauthorizationRequired as e:
+        return e.oauth_error or "HTTP 400 without an OAuth error"
+    except UnusableResponse as e:
+        return f"{e.where} without a usable token"
+    except NoAnswer as e:  # nothing is at stake in a check: a lost answer is only unavailable
+        raise EndpointUnavailable(e.detail, status=e.status) from None
+    return f"HTTP {granted.status} with a new token"
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
