@@ -27,7 +27,7 @@ def test_quiet_prints_nothing_on_any_success(
 ) -> None:
     write_json(cache_path, saxo.seed_cache(age=100 if case in ("valid", "force") else 1000))
     if case == "retried":  # two 503s, then the grant: a success after retries is still no news
-        saxo.fault, saxo.fault_limit = "503", 2
+        saxo.fault, saxo.fault_limit, saxo.fault_arg = "503", 2, 0.01  # Retry-After: 0.01 s
     args = ["run", "-q", "--config", str(config_file())] + (["--force"] if case == "force" else [])
     result = run_cli(*args)
     assert result.returncode == 0, result.stderr
@@ -70,7 +70,7 @@ def test_retries_make_no_library_noise_and_the_summary_counts_them(
     run_cli: RunCli, saxo: FakeSaxo, config_file: ConfigFile, cache_path: Path
 ) -> None:
     write_json(cache_path, saxo.seed_cache(age=1000))
-    saxo.fault, saxo.fault_limit = "503", 2
+    saxo.fault, saxo.fault_limit, saxo.fault_arg = "503", 2, 0.01  # Retry-After: 0.01 s
     result = run_cli("run", "--config", str(config_file()))
     assert result.returncode == 0, result.stderr
     assert len(saxo.requests) == 3
