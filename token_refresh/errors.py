@@ -225,10 +225,10 @@ class EndpointUnreachable(EndpointError):
 
 
 class NoAnswer(EndpointError):
-    """The request was sent but no complete answer came within its deadline."""
+    """The request was sent but no complete answer came within its deadline, or a gateway answered."""
 
     exit_code = ExitCode.TEMPFAIL
-    summary = "the request was sent but no complete answer came in time (never retried)"
+    summary = "sent, but no complete answer in time, or a gateway answered 502/504 (never retried)"
 
     def __str__(self) -> str:
         return f"no complete answer: {self.detail}; the refresh token may already be spent"
@@ -238,7 +238,7 @@ class EndpointUnavailable(EndpointError):
     """429 or 5xx, after the retries the budget allowed."""
 
     exit_code = ExitCode.TEMPFAIL
-    summary = "the token endpoint answered 429 or 5xx after retries"
+    summary = "the token endpoint answered 429, 503 or another 5xx, after retries"
 
     def __str__(self) -> str:
         return f"token endpoint unavailable ({self.where}, {self.detail}); try again later"
