@@ -33,8 +33,9 @@ lint-deploy: $(STAMP)
 		'^#!(/bin/|/usr/bin/env )(ba)?sh' .)
 	$(BIN)/hadolint Dockerfile
 
+# Two workers (pytest-xdist): most of the suite's time is processes starting, not CPU.
 test: lint lint-deploy
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n 2
 
 # The package promises Python >= 3.9: run the unit and CLI tests under the oldest Python found.
 PY_OLDEST ?= $(firstword $(wildcard /usr/bin/python3.9 /usr/local/bin/python3.9 $(HOME)/.pyenv/versions/3.9*/bin/python3.9))

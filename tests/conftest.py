@@ -100,9 +100,30 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         TALLY.failures += 1
 
 
+# With pytest-xdist (`make test` runs two workers) processes, kills, faults and bytes are counted
+# in the workers; each sends its counts back when it ends and the controller adds them up. Tests,
+# scenarios and failures are counted above from the reports, which reach the controller anyway.
+WORKER_COUNTS = ("processes", "kills", "faults", "bytes_scanned")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["tally"] = {name: getattr(TALLY, name) for name in WORKER_COUNTS}
+        workeroutput["tally_kills"] = dict(TALLY.kill_outcomes)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    output = getattr(node, "workeroutput", {})
+    for name, value in output.get("tally", {}).items():
+        setattr(TALLY, name, getattr(TALLY, name) + value)
+    TALLY.kill_outcomes.update(output.get("tally_kills", {}))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not TALLY.tests:
         return
-    terminalreporter.section("end-to-end tally (issue 3)")
+    terminalreporter.section("end-to-end tally")
     for line in TALLY.lines():
         terminalreporter.write_line(line)

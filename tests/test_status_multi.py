@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pytest
 from fake_saxo import FakeSaxo
-from support import write_json
+from support import base_env, write_json
 
 from token_refresh import status
 from token_refresh.errors import worst
@@ -62,7 +62,10 @@ def test_two_caches_one_advanced_one_stale(
     assert second["issued_at_advanced"] is False
     assert second["issued_at"] == second["previous_issued_at"] == before[1]["issued_at"]
 
-    text = run_cli("status", "--config", str(config), *caches, "--since", str(snapshot))
+    # wide enough for side by side, whatever the length of the temporary paths
+    text = run_cli(
+        "status", "--config", str(config), *caches, "--since", str(snapshot), env=base_env(COLUMNS="500")
+    )
     assert text.returncode == 0
     lines = {line.split(":", 1)[0]: line for line in text.stdout.splitlines()}
     assert str(cache_path) in lines["path"]
