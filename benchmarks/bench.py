@@ -1,4 +1,6 @@
-"""``make bench``: what one invocation costs, next to starting Python and to the unavoidable work (issue 7).
+"""``make bench``: what one invocation costs, next to starting Python and to the unavoidable work.
+
+docs/DESIGN.md, "The valid path", says why this matters.
 
 Each run goes through a small launcher process (``LAUNCHER``) that spawns the command, takes its
 wall time with ``time.perf_counter`` and its CPU time and peak RSS from ``os.wait4``, i.e. the

@@ -1,7 +1,7 @@
 """docker-compose.cron.yml and the Dockerfile, checked statically (no Docker engine here).
 
 The compose file is validated against the Compose Specification's JSON schema
-(tests/data/compose-spec.json), then the deployment rules of issue #4 are asserted.
+(tests/data/compose-spec.json), then the deployment rules of docs/RUNBOOK.md are asserted.
 """
 
 from __future__ import annotations

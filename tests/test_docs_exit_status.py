@@ -175,3 +175,9 @@ def test_lock_file_of_another_user_is_documented_as_74() -> None:
     line = next(ln for ln in symptom.splitlines() if "Lock file of another user" in ln)
     assert "exit 74" in line
     assert "exit 75" not in section(RUNBOOK, "UID and GID")
+
+
+def test_status_severity_order_is_the_one_errors_uses() -> None:
+    order = errors.severity_text()
+    for path in (REPO / "README.md", REPO / "docs" / "RUNBOOK.md"):
+        assert f"**{order}**" in path.read_text(), f"{path.name}: the status severity order is {order}"

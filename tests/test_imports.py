@@ -1,4 +1,4 @@
-"""A run that finds the token valid imports no HTTP or lock machinery (issue 7: most runs are valid).
+"""A run that finds the token valid imports no HTTP or lock machinery (docs/DESIGN.md, "The valid path").
 
 The installed program runs as a process with ``PYTHONPROFILEIMPORTTIME=1`` (``-X importtime``),
 which lists on stderr every module the interpreter imported, the program left unchanged.

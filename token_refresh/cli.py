@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Show the token's state. Exit 0 when the access token works, 75 when it has expired "
             "but a run can refresh it, 77 when a person must re-authorize, 65/66 for a bad cache, "
             "78 for a bad config, 2 for bad arguments. With several --cache, the worst of them: "
-            "77 > 78 > 66 > 65 > 74 > 75 > 0."
+            f"{errors.severity_text()}."
         ),
         formatter_class=plain,
     )
@@ -575,6 +575,11 @@ def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -
             if args.dry_run:  # the only request a dry run sends is the credential check
                 verb = "dry run: " + ("credential check failed" if _sent(e) else "not refreshed")
         log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message, e))
+        if isinstance(e, TokenRefreshError) and e.stopped_by is not None and record is not None:
+            import signal
+
+            record.skip_hooks = True
+            log.warning("%s arrived during the request; hooks skipped", signal.Signals(e.stopped_by).name)
         return code
     except Exception as e:  # a bug: exit 70, traceback only with -v
         code = errors.exit_status(e)

@@ -137,7 +137,7 @@ def _check_url(key: str, value: object, problems: list[str]) -> str | None:
         problems.append(f"{key}: must be a non-empty string, got {type(value).__name__}")
         return None
     # a regex, not urllib.parse: every valid run checks these, and urllib.parse with ipaddress
-    # costs 2 ms of a 50 ms run (issue 7); only the scheme and the host matter here
+    # costs 2 ms of a 50 ms run (docs/DESIGN.md, "The valid path"); only scheme and host matter here
     match = _URL.fullmatch(value)
     scheme, host = (match["scheme"].lower(), match["host"].lower().strip("[]")) if match else ("", "")
     if match and match["port"] is not None and not 0 < int(match["port"]) <= 65535:

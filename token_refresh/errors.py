@@ -94,6 +94,7 @@ class TokenRefreshError(Exception):
 
     exit_code: ExitCode = ExitCode.SOFTWARE
     summary: ClassVar[str] = ""  # one line of the exit table
+    stopped_by: int | None = None  # a stop signal held while a request was in flight
 
     def __str__(self) -> str:
         return self.summary
@@ -517,6 +518,11 @@ SEVERITY: tuple[ExitCode, ...] = (
     ExitCode.TEMPFAIL,
     ExitCode.OK,
 )
+
+
+def severity_text() -> str:
+    """``SEVERITY`` as shown in help and docs: ``77 > 78 > ...``."""
+    return " > ".join(str(int(code)) for code in SEVERITY)
 
 
 def worst(codes: Iterable[int]) -> int:

@@ -7,7 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from token_refresh import endpoint, store
-from token_refresh.errors import ReauthorizationRequired
+from token_refresh.errors import ReauthorizationRequired, TokenRefreshError
 from token_refresh.freshness import Assessment, State, classify
 from token_refresh.token import Token
 
@@ -109,7 +109,12 @@ def run_cycle(
             log.warning(
                 "%s by the local clock; trying it anyway, the token endpoint decides", assessment.reason
             )
-        outcome = _refresh(config, credentials, clock, transport_factory(guard), latest, path)
+        try:
+            outcome = _refresh(config, credentials, clock, transport_factory(guard), latest, path)
+        except TokenRefreshError as e:
+            # a stop held while the request was in flight still ends the run without hooks
+            e.stopped_by = guard.settled()
+            raise
         return outcome._replace(stopped_by=guard.settled())
 
 

@@ -37,7 +37,7 @@ def test_ten_forced_refreshes_follow_the_chain(e2e: Runner) -> None:
 def test_each_save_is_fsynced_before_the_rename_and_the_directory_after(
     e2e: Runner, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Durability (context.md): power loss after the rename must not leave an empty cache."""
+    """Durability (docs/DESIGN.md, "The durable write"): power loss after the rename leaves a whole cache."""
     e2e.seed()
     calls: list[tuple[str, str, bytes]] = []
     real_fsync, real_replace = os.fsync, os.replace

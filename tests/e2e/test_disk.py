@@ -89,7 +89,7 @@ def test_unwritable_directory_still_serves_a_valid_token(e2e: Runner, tmp_path: 
 
 
 def test_single_file_bind_mount_is_refused_before_spending(e2e: Runner, tmp_path: Path) -> None:
-    """context.md: os.replace onto a bind-mounted file fails with EBUSY after the token is spent."""
+    """docs/DESIGN.md, "The durable write": os.replace onto a bind-mounted file fails with EBUSY."""
     before = e2e.seed_due()
     outside = tmp_path / "host-copy.json"
     outside.write_bytes(before)

@@ -114,8 +114,12 @@ def test_sigint_while_waiting_for_the_lock_ends_the_run_at_once(e2e: Runner) -> 
 def test_sigterm_in_flight_waits_no_longer_than_the_whole_request_deadline(
     e2e: Runner, config_file: Callable[..., Path]
 ) -> None:
-    """A server dripping its answer a byte at a time beats every per-read timeout, not the deadline."""
-    e2e.config = config_file(http_timeout_secs=2)
+    """A server dripping its answer a byte at a time beats every per-read timeout, not the deadline.
+
+    The held signal still skips the failure hooks: a stop must not wait for them.
+    """
+    marker = e2e.cache.parent / "on_failure-ran"
+    e2e.config = config_file(http_timeout_secs=2, hooks={"on_failure": [f"touch {marker}"]})
     before = e2e.seed_due()
     e2e.fault("drip-after-rotation", 0.05)  # the whole answer would take about 20 s
     live = e2e.processes.spawn_live(e2e.argv("run"))
@@ -126,6 +130,8 @@ def test_sigterm_in_flight_waits_no_longer_than_the_whole_request_deadline(
     assert done.returncode == 75, done.stderr
     assert "did not answer within 2 s" in done.stderr
     assert "may already be spent" in done.stderr
+    assert "SIGTERM arrived during the request; hooks skipped" in done.stderr
+    assert not marker.exists()
     assert took < 2 + PROMPT, f"held for {took:.2f} s"
     assert e2e.cache.read_bytes() == before
     assert temp_files(e2e.cache) == []
