@@ -43,7 +43,7 @@ compat:
 	@if [ -z "$(PY_OLDEST)" ]; then echo "compat: no python3.9 on this machine, skipped"; exit 0; fi; \
 	test -x .venv39/bin/python || $(PY_OLDEST) -m venv .venv39; \
 	.venv39/bin/python -m pip install --quiet -e '.[test]' && \
-	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider \
+	PATH="$(CURDIR)/.venv39/bin:$$PATH" .venv39/bin/python -m pytest -q -p no:cacheprovider -n 2 \
 		--ignore=tests/e2e tests
 
 # The sidecar for real: podman builds the Dockerfile and runs docker-compose.cron.yml against the

@@ -134,10 +134,14 @@ def lock(cache_path: str, timeout: float) -> Iterator[None]:
     try:
         lock_ = filelock.UnixFileLock(path, timeout=timeout, mode=LOCK_MODE, fallback_to_soft=False)
     except TypeError:
-        raise LockFileError(
-            path,
-            f"filelock {filelock.__version__} cannot refuse its soft-lock fallback; install filelock>=3.30",
-        ) from None
+        # no switch: safe only before 3.24, which has no soft fallback to refuse
+        if _version(filelock.__version__) >= (3, 24):
+            raise LockFileError(
+                path,
+                f"filelock {filelock.__version__} cannot refuse its soft-lock fallback; "
+                "install filelock>=3.30",
+            ) from None
+        lock_ = filelock.UnixFileLock(path, timeout=timeout, mode=LOCK_MODE)
     try:
         lock_.acquire()
     except filelock.Timeout:
@@ -154,6 +158,14 @@ def lock(cache_path: str, timeout: float) -> Iterator[None]:
         yield
     finally:
         lock_.release()
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
 
 
 def _refuse_hard_links(cache_path: str) -> None:
