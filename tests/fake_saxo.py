@@ -359,21 +359,20 @@ class FakeSaxo:
             self.code_exchanges += 1
             return self.grant_answer()
 
+    def _count_down(self, fault: str | None, limit_attr: str) -> str | None:
+        limit = getattr(self, limit_attr)
+        if fault and limit is not None:
+            fault = fault if limit > 0 else None
+            setattr(self, limit_attr, limit - 1)
+        return fault
+
     def next_fault(self) -> str | None:
         """The fault for this token request, counting down ``fault_limit``; call with the lock held."""
-        fault = self.fault
-        if fault and self.fault_limit is not None:
-            fault = fault if self.fault_limit > 0 else None
-            self.fault_limit -= 1
-        return fault
+        return self._count_down(self.fault, "fault_limit")
 
     def next_probe_fault(self) -> str | None:
         """The fault for this probe, counting down ``probe_fault_limit``; call with the lock held."""
-        fault = self.probe_fault
-        if fault and self.probe_fault_limit is not None:
-            fault = fault if self.probe_fault_limit > 0 else None
-            self.probe_fault_limit -= 1
-        return fault
+        return self._count_down(self.probe_fault, "probe_fault_limit")
 
     def pause(self, seconds: float) -> bool:
         """Wait ``seconds``; False if the server is stopping meanwhile."""

@@ -41,7 +41,6 @@ KEEP_SECS = 7 * 86400
 KEEP_RECORDS = 1000
 MAX_BYTES = 8 << 20  # 1000 records are about 400 KB; anything far larger is not our journal
 MODE = 0o664  # as the lock file (store.LOCK_MODE): keepers of one group share it
-TEMP_SUFFIX = ".part"  # not ".tmp": those are the cache's own temps (store.recover_temps)
 # the writer's spelling of a refusal record; lets a reader skip parsing a journal without one
 _REFUSAL_MARK = b'"action": "refused"'
 
@@ -191,11 +190,13 @@ def _bounded(records: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
 
 def _remove_stale_temps(path: str) -> None:
     """Temps of writers killed mid-write; only called under the cache's lock, so none is live."""
+    from token_refresh import store
+
     directory = os.path.dirname(path) or "."
     prefix = f".{os.path.basename(path)}."
     with contextlib.suppress(OSError):
         for name in os.listdir(directory):
-            if name.startswith(prefix) and name.endswith(TEMP_SUFFIX) and len(name) == len(prefix) + 13:
+            if name.startswith(prefix) and name.endswith(store.PART_SUFFIX) and len(name) == len(prefix) + 13:
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(directory, name))
 
@@ -222,35 +223,6 @@ def append(cache_path: str, record: Mapping[str, Any], *, now: float, locked: bo
     records.append(dict(record))
     records.sort(key=lambda r: float(r["epoch"]))
     content = _encode(_bounded(records, now))
-    import tempfile
+    from token_refresh import store
 
-    directory = os.path.dirname(path) or "."
-    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX, dir=directory)
-    try:
-        try:
-            os.fchmod(fd, MODE)
-            if group is not None:
-                with contextlib.suppress(PermissionError):  # not a member of that group: keep ours
-                    os.fchown(fd, -1, group)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
-        os.fsync(fd)
-    os.close(fd)
+    store.replace_atomically(path, content, mode=MODE, group=group)

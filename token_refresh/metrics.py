@@ -6,9 +6,7 @@ when a metrics file is configured, so a run without metrics stays lean.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from token_refresh.errors import ConfigError
@@ -137,18 +135,6 @@ def write(path: str, run: RunMetrics) -> None:
 def _replace(path: str, content: bytes) -> None:
     # node_exporter reads the file as another user: under umask 077 (a cron job's, a container's)
     # prometheus_client's write_to_textfile would leave it 0600, unreadable to the collector
-    temp = f"{path}.{os.getpid()}.part"  # not *.prom: the collector reads only those
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, METRICS_MODE)
-        try:
-            os.fchmod(fd, METRICS_MODE)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    from token_refresh import store
+
+    store.replace_atomically(path, content, mode=METRICS_MODE)

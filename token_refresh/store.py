@@ -30,6 +30,7 @@ __all__ = [
     "lock",
     "lock_path",
     "recover_temps",
+    "replace_atomically",
     "resolve",
     "serialize",
 ]
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 MAX_CACHE_BYTES = 1 << 20  # a token cache is a few KiB; anything this big is not one
 RESERVE_SLACK = 16 * 1024  # room for a new token larger than the old one
 TEMP_TAG = "tr-"
+PART_SUFFIX = ".part"  # temps of the small files beside the cache: never a cache temp
 LOCK_MODE = 0o664  # group-writable, so keepers running as different users of one group share it
 
 
@@ -206,6 +208,36 @@ def _fsync_dir(directory: str) -> None:
         pass  # some filesystems refuse fsync on a directory; the rename itself is done
     finally:
         os.close(dir_fd)
+
+
+def replace_atomically(path: str, content: bytes, *, mode: int, group: int | None = None) -> None:
+    """A small file beside the cache (journal, metrics): temp ``.<name>.XXXXXXXX.part``, fsync, rename.
+
+    The ``.part`` suffix keeps it apart from the cache's own ``.tmp`` temps (``recover_temps``)
+    and from the ``*.prom`` files node_exporter collects. ``mode`` is set whatever the umask.
+    """
+    import tempfile
+
+    directory = os.path.dirname(path) or "."
+    fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=PART_SUFFIX, dir=directory)
+    try:
+        try:
+            os.fchmod(fd, mode)
+            if group is not None:
+                with contextlib.suppress(PermissionError):  # not a member of that group: keep ours
+                    os.fchown(fd, -1, group)
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_dir(directory)
 
 
 def _complete_token(temp: str) -> Token | None:

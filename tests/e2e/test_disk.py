@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from harness import TALLY, Runner, temp_files
-from support import Processes, base_env
+from support import base_env
+from tools import namespaces_missing
 
 # Runs in a private mount namespace: mounts vanish with the process and never touch the host.
 # "$@" is the program's command line; afterwards the directory is copied out for inspection.
@@ -28,24 +27,10 @@ exit $rc
 """
 
 
-@functools.cache
-def _namespaces() -> str | None:
-    """Why private mount namespaces cannot be used here, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root for unshare -m and mount"
-    if not shutil.which("unshare"):
-        return "unshare (util-linux) is not installed"
-    with Processes() as processes:
-        probe = processes.run(["unshare", "-m", "true"])
-    if probe.returncode != 0:
-        return f"unshare -m is not permitted here: {probe.stderr.strip()}"
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _private_mounts() -> None:
     """Every test here runs the program in a private mount namespace: skip where there is none."""
-    reason = _namespaces()
+    reason = namespaces_missing()
     if reason:
         pytest.skip(reason)
 
