@@ -132,20 +132,35 @@ def _fit(text: str, width: int) -> str:
     return "\n".join(lines) + ("\n" if text.endswith("\n") else "")
 
 
+EXIT_TABLE = "{exit table}"  # stands for errors.exit_table() in a raw help text
+
+
+class _RawFormatter(argparse.RawDescriptionHelpFormatter):
+    """Raw texts wrapped by ``_fit`` and the exit table rendered only when help is printed.
+
+    Building them for every run cost more than the rest of the parser (docs/DESIGN.md, "The valid
+    path").
+    """
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        prose, marker, rest = text.partition(EXIT_TABLE)
+        text = _fit(prose, width) + (errors.exit_table(width) + rest if marker else "")
+        return super()._fill_text(text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``run`` is the default subcommand."""
     width = _help_width()
-    raw = functools.partial(argparse.RawDescriptionHelpFormatter, width=width)
+    raw = functools.partial(_RawFormatter, width=width)
     plain = functools.partial(argparse.HelpFormatter, width=width)
-    table = errors.exit_table(width)
+    table = EXIT_TABLE
     parser = argparse.ArgumentParser(
         prog="token-refresh",
-        description=_fit(
+        description=(
             "Keep a Saxo Bank OpenAPI OAuth2 token cache fresh: one cycle per invocation. "
-            "Without a command, `run` is meant: `token-refresh` alone runs one cycle.",
-            width,
+            "Without a command, `run` is meant: `token-refresh` alone runs one cycle."
         ),
-        epilog=_fit(ENVIRONMENT_HELP, width) + "\n" + table,
+        epilog=ENVIRONMENT_HELP + "\n" + table,
         formatter_class=raw,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -153,9 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="refresh the token if it would not survive until the next run (the default)",
-        description=_fit(
-            "Load the cache, classify the token and refresh it under a lock if it is due.", width
-        ),
+        description="Load the cache, classify the token and refresh it under a lock if it is due.",
         epilog=table,
         formatter_class=raw,
     )
@@ -202,12 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     auth = sub.add_parser(
         "authorize",
         help="log in through a browser and save a new token (first login, after invalid_grant)",
-        description=_fit(
+        description=(
             "Run the OAuth authorization-code flow: print (and open) the login URL, take the "
             "redirect back, exchange the code and save the new token, replacing the cache's "
             "token fields. Needs redirect_uri in the config. Without an app secret the app is a "
-            "public client and PKCE is used.",
-            width,
+            "public client and PKCE is used."
         ),
         epilog=table,
         formatter_class=raw,
