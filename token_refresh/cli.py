@@ -148,8 +148,12 @@ class _RawFormatter(argparse.RawDescriptionHelpFormatter):
         return super()._fill_text(text, width, indent)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; ``run`` is the default subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; ``run`` is the default subcommand.
+
+    ``only``: give just that command its arguments (what a run parses); the others get their help
+    line. Every run builds the parser, so this halves its cost (docs/DESIGN.md, "The valid path").
+    """
     width = _help_width()
     raw = functools.partial(_RawFormatter, width=width)
     plain = functools.partial(argparse.HelpFormatter, width=width)
@@ -172,22 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=table,
         formatter_class=raw,
     )
-    _add_common(run, quiet_help="nothing on success, exactly one line on a failure (for cron mail)")
-    run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
-    run.add_argument(
-        "--dry-run", action="store_true", help="classify and say what would happen; no network, no write"
-    )
-    run.add_argument(
-        "--check-credentials",
-        action="store_true",
-        help="with --dry-run: also prove that the token endpoint accepts the app key and secret, "
-        "spending nothing (a made-up refresh token must be refused with invalid_grant)",
-    )
-    run.add_argument(
-        "--metrics-file",
-        metavar="PATH",
-        help="write Prometheus textfile metrics here after the run (overrides metrics_path)",
-    )
+    if only in (None, "run"):  # the other commands need only their help line
+        _add_common(run, quiet_help="nothing on success, exactly one line on a failure (for cron mail)")
+        run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
+        run.add_argument(
+            "--dry-run", action="store_true", help="classify and say what would happen; no network, no write"
+        )
+        run.add_argument(
+            "--check-credentials",
+            action="store_true",
+            help="with --dry-run: also prove that the token endpoint accepts the app key and secret, "
+            "spending nothing (a made-up refresh token must be refused with invalid_grant)",
+        )
+        run.add_argument(
+            "--metrics-file",
+            metavar="PATH",
+            help="write Prometheus textfile metrics here after the run (overrides metrics_path)",
+        )
     status = sub.add_parser(
         "status",
         help="show the cache's state; no lock, no write, no credentials",
@@ -199,19 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=plain,
     )
-    _add_common(status, several_caches=True, quiet_help="only warnings and errors")
-    status.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
-    status.add_argument(
-        "--since",
-        metavar="FILE",
-        help="an earlier status --json output: report whether each issued_at advanced since",
-    )
-    status.add_argument(
-        "--probe",
-        action="store_true",
-        help="also call the OpenAPI (openapi_url + /port/v1/users/me) with each access token: "
-        "77 if it is refused (401/403), 75 if there is no usable answer",
-    )
+    if only in (None, "status"):  # the other commands need only their help line
+        _add_common(status, several_caches=True, quiet_help="only warnings and errors")
+        status.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
+        status.add_argument(
+            "--since",
+            metavar="FILE",
+            help="an earlier status --json output: report whether each issued_at advanced since",
+        )
+        status.add_argument(
+            "--probe",
+            action="store_true",
+            help="also call the OpenAPI (openapi_url + /port/v1/users/me) with each access token: "
+            "77 if it is refused (401/403), 75 if there is no usable answer",
+        )
     auth = sub.add_parser(
         "authorize",
         help="log in through a browser and save a new token (first login, after invalid_grant)",
@@ -224,37 +230,38 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=table,
         formatter_class=raw,
     )
-    _add_common(auth, quiet_help="only warnings and errors")
-    how = auth.add_mutually_exclusive_group()
-    how.add_argument(
-        "--listen",
-        dest="mode",
-        action="store_const",
-        const="listen",
-        help="serve the http://localhost:PORT/ redirect_uri on 127.0.0.1 and catch the redirect "
-        "(default when redirect_uri is such an address and a display is available)",
-    )
-    how.add_argument(
-        "--paste",
-        dest="mode",
-        action="store_const",
-        const="paste",
-        help="read the redirected URL (or the bare code) from standard input (default otherwise)",
-    )
-    auth.add_argument(
-        "--pkce",
-        action="store_true",
-        help="send an S256 code challenge; always done for a public client (no app secret), and with "
-        "a secret both Basic authentication and the code verifier are sent",
-    )
-    auth.add_argument("--no-browser", action="store_true", help="only print the URL")
-    auth.add_argument(
-        "--timeout",
-        type=_positive_secs,
-        default=300.0,
-        metavar="SECS",
-        help="how long to wait for the redirect or the paste (default: 300)",
-    )
+    if only in (None, "authorize"):  # the other commands need only their help line
+        _add_common(auth, quiet_help="only warnings and errors")
+        how = auth.add_mutually_exclusive_group()
+        how.add_argument(
+            "--listen",
+            dest="mode",
+            action="store_const",
+            const="listen",
+            help="serve the http://localhost:PORT/ redirect_uri on 127.0.0.1 and catch the redirect "
+            "(default when redirect_uri is such an address and a display is available)",
+        )
+        how.add_argument(
+            "--paste",
+            dest="mode",
+            action="store_const",
+            const="paste",
+            help="read the redirected URL (or the bare code) from standard input (default otherwise)",
+        )
+        auth.add_argument(
+            "--pkce",
+            action="store_true",
+            help="send an S256 code challenge; always done for a public client (no app secret), and with "
+            "a secret both Basic authentication and the code verifier are sent",
+        )
+        auth.add_argument("--no-browser", action="store_true", help="only print the URL")
+        auth.add_argument(
+            "--timeout",
+            type=_positive_secs,
+            default=300.0,
+            metavar="SECS",
+            help="how long to wait for the redirect or the paste (default: 300)",
+        )
     report = sub.add_parser(
         "report",
         help="answer the observation criteria from the run journal beside each cache",
@@ -267,17 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=plain,
     )
-    _add_common(report, several_caches=True, quiet_help="only warnings and errors")
-    report.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
-    report.add_argument(
-        "--since",
-        metavar="DURATION",
-        type=_duration,
-        default=86400.0,
-        help="how far back to look: e.g. 90m, 24h, 7d (default: 24h; the journal keeps 7 days)",
-    )
+    if only in (None, "report"):  # the other commands need only their help line
+        _add_common(report, several_caches=True, quiet_help="only warnings and errors")
+        report.add_argument("--json", action="store_true", help="a JSON list, one object per cache")
+        report.add_argument(
+            "--since",
+            metavar="DURATION",
+            type=_duration,
+            default=86400.0,
+            help="how far back to look: e.g. 90m, 24h, 7d (default: 24h; the journal keeps 7 days)",
+        )
     helper = sub.add_parser("help", help="show the help of a command", formatter_class=plain)
-    helper.add_argument("topic", nargs="?", choices=SUBCOMMANDS[:4], metavar="COMMAND")
+    if only in (None, "help"):  # the other commands need only their help line
+        helper.add_argument("topic", nargs="?", choices=SUBCOMMANDS[:4], metavar="COMMAND")
     return parser
 
 
@@ -501,7 +510,7 @@ def _log_format(args: argparse.Namespace) -> str:
     return value
 
 
-def _normalise(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
+def _normalise(argv: list[str]) -> list[str]:
     """``run`` is the default command; a mistyped command is an error naming the valid ones."""
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help", "--version")):
         return ["run", *argv]
@@ -511,7 +520,7 @@ def _normalise(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
 
     close = difflib.get_close_matches(argv[0], SUBCOMMANDS[:4], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    parser.error(
+    build_parser(only="help").error(
         f"unknown command {argv[0]!r}{hint}; the commands are: run (the default), status, authorize, "
         "report, help"
     )
@@ -520,8 +529,10 @@ def _normalise(argv: list[str], parser: argparse.ArgumentParser) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``token-refresh``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(_normalise(list(sys.argv[1:] if argv is None else argv), parser))
+    argv_list = _normalise(list(sys.argv[1:] if argv is None else argv))
+    command = argv_list[0] if argv_list and argv_list[0] in SUBCOMMANDS and argv_list[0] != "help" else None
+    parser = build_parser(only=command)
+    args = parser.parse_args(argv_list)
     if getattr(args, "check_credentials", False) and not args.dry_run:
         _subparser(parser, "run").error("--check-credentials goes with --dry-run (a refresh proves them)")
     if args.command == "help":
