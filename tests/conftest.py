@@ -86,7 +86,8 @@ def e2e(
 
 
 def _is_e2e(nodeid: str) -> bool:
-    return "tests/e2e/" in nodeid or nodeid.startswith("e2e/")
+    path = nodeid.split("::")[0]  # not the parameter ids, which may name paths
+    return path.startswith(("tests/e2e/", "e2e/"))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
