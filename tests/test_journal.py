@@ -133,6 +133,12 @@ def test_a_refused_chain_is_known_to_status_and_not_sent_again(
     assert text.returncode == 77
     assert f"refused refresh token {redact.fingerprint(NEVER_ISSUED)} at {record['time']}" in text.stdout
 
+    # while the access token still works a plain run serves it (exit 0, nothing sent); status says 77
+    valid = run_cli("run", "--config", config)
+    assert valid.returncode == 0, valid.stderr
+    assert "token valid" in valid.stderr
+    assert len(saxo.requests) == 1
+
     # a plain run (due: --force is what a due token does) does not send it again
     write_json(cache_path, saxo.seed_cache(age=1000, refresh_token=NEVER_ISSUED))
     again = run_cli("run", "--config", config)
@@ -234,3 +240,17 @@ def test_authorize_is_journaled_and_ends_a_refusal(
     assert authorized["refresh_fingerprint"] == redact.fingerprint(saxo.current_refresh)
     assert run_cli("status", "--config", config).returncode == 0
     assert_no_secret(journal_of(cache_path), saxo, NEVER_ISSUED)
+
+
+def test_a_failed_run_records_its_attempts(
+    run_cli: RunCli, saxo: FakeSaxo, config_file: ConfigFile, cache_path: Path
+) -> None:
+    """Retries that end in a failure are counted in the journal and in the failure line."""
+    write_json(cache_path, saxo.seed_cache(age=1000))
+    saxo.fault, saxo.fault_arg = "503", 0.01  # Retry-After 10 ms: every attempt answered 503
+    done = run_cli("run", "--config", str(config_file(retry_budget_secs=1)))
+    assert done.returncode == 75, done.stderr
+    attempts = len(saxo.requests)
+    assert attempts > 1
+    assert f"after {attempts} attempts over" in done.stderr
+    assert records(cache_path)[-1]["attempts"] == attempts

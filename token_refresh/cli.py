@@ -177,7 +177,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         formatter_class=raw,
     )
     if only in (None, "run"):  # the other commands need only their help line
-        _add_common(run, quiet_help="nothing on success, exactly one line on a failure (for cron mail)")
+        _add_common(
+            run,
+            quiet_help="nothing on success (its warnings folded into one line), one line on a failure "
+            "(for cron mail)",
+        )
         run.add_argument("--force", action="store_true", help="refresh even if the token is valid")
         run.add_argument(
             "--dry-run", action="store_true", help="classify and say what would happen; no network, no write"
@@ -597,6 +601,8 @@ def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -
             verb = "refresh failed" if _sent(e) else "not refreshed"
             if args.dry_run:  # the only request a dry run sends is the credential check
                 verb = "dry run: " + ("credential check failed" if _sent(e) else "not refreshed")
+        if isinstance(e, TokenRefreshError) and e.attempts > 1:
+            message += f" (after {e.attempts} attempts over {e.elapsed:.1f} s)"
         log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message, e))
         if isinstance(e, TokenRefreshError) and e.stopped_by is not None and record is not None:
             import signal

@@ -95,6 +95,8 @@ class TokenRefreshError(Exception):
     exit_code: ExitCode = ExitCode.SOFTWARE
     summary: ClassVar[str] = ""  # one line of the exit table
     stopped_by: int | None = None  # a stop signal held while a request was in flight
+    attempts: int = 0  # requests made before this failure (run only)
+    elapsed: float = 0.0  # seconds those requests took
 
     def __str__(self) -> str:
         return self.summary
@@ -525,9 +527,14 @@ def severity_text() -> str:
     return " > ".join(str(int(code)) for code in SEVERITY)
 
 
+def rank(code: int) -> int:
+    """Position in ``SEVERITY``, lower is worse; an unknown status (a bug) is -1, worse than all."""
+    return SEVERITY.index(ExitCode(code)) if code in SEVERITY else -1
+
+
 def worst(codes: Iterable[int]) -> int:
     """The most severe exit status by ``SEVERITY``; an unknown status (a bug) is worse than all."""
-    ranked = [(SEVERITY.index(c) if c in SEVERITY else -1, c) for c in codes]
+    ranked = [(rank(c), c) for c in codes]
     return min(ranked)[1] if ranked else ExitCode.OK
 
 

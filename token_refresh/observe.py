@@ -221,7 +221,7 @@ class RunRecord:
             spent=spent,
             refused=refused,
             access_expired_at_start=expired_at_start,
-            attempts=0 if self.outcome is None else self.outcome.attempts,
+            attempts=self.outcome.attempts if self.outcome else getattr(self.error, "attempts", 0),
         )
 
     def _write_journal(self, exit_code: int) -> None:

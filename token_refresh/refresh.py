@@ -109,11 +109,14 @@ def run_cycle(
             log.warning(
                 "%s by the local clock; trying it anyway, the token endpoint decides", assessment.reason
             )
+        transport = transport_factory(guard)
         try:
-            outcome = _refresh(config, credentials, clock, transport_factory(guard), latest, path)
+            outcome = _refresh(config, credentials, clock, transport, latest, path)
         except TokenRefreshError as e:
             # a stop held while the request was in flight still ends the run without hooks
             e.stopped_by = guard.settled()
+            e.attempts = getattr(transport, "attempts", 0)
+            e.elapsed = getattr(transport, "elapsed", 0.0)
             raise
         return outcome._replace(stopped_by=guard.settled())
 

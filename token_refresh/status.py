@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, TypedDict
 
 from token_refresh import fmt, journal, logs, store
 from token_refresh.errors import (
-    SEVERITY,
     AccessExpired,
     CacheMissing,
     ExitCode,
@@ -21,6 +20,7 @@ from token_refresh.errors import (
     SnapshotInvalid,
     SnapshotMissing,
     TokenRefreshError,
+    rank,
     worst,
 )
 from token_refresh.freshness import State, classify
@@ -108,14 +108,9 @@ def report(
     info: dict[str, Any] = dict(row)
     if probe is not None:
         info["probe"], found = probe(token)
-        if found is not None and (problem is None or _rank(found) < _rank(problem)):
+        if found is not None and (problem is None or rank(found.exit_code) < rank(problem.exit_code)):
             problem = found
     return info, problem
-
-
-def _rank(problem: TokenRefreshError) -> int:
-    code = problem.exit_code
-    return SEVERITY.index(code) if code in SEVERITY else -1
 
 
 def prober(*, openapi_url: str, timeout: float, budget: float) -> Probe:
