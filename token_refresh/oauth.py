@@ -7,17 +7,15 @@ import hashlib
 import os
 import secrets
 import sys
-from typing import TYPE_CHECKING, Literal, Mapping, NamedTuple
+from typing import Literal, Mapping, NamedTuple, Protocol
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from token_refresh import fmt, redact
 from token_refresh.errors import AuthorizationRefused, ConfigError, RedirectMismatch
 
-if TYPE_CHECKING:
-    from token_refresh.config import Config
-
 __all__ = [
     "AuthRequest",
+    "LoginSettings",
     "Mode",
     "Redirect",
     "build_authorize_url",
@@ -32,6 +30,21 @@ __all__ = [
 ]
 
 LISTEN_HOSTS = ("localhost", "127.0.0.1")
+
+
+class LoginSettings(Protocol):
+    """What the code flow needs of the configuration (``config.Config`` has it; no import upward)."""
+
+    @property
+    def redirect_uri(self) -> str | None: ...
+
+    @property
+    def authorize_url(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+
 Mode = Literal["listen", "paste"]  # how the redirect comes back: our listener, or a pasted URL
 
 
@@ -86,7 +99,7 @@ def build_authorize_url(
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
-def new_request(config: Config, *, client_id: str, pkce: bool) -> AuthRequest:
+def new_request(config: LoginSettings, *, client_id: str, pkce: bool) -> AuthRequest:
     """A fresh state (and verifier) and the authorize URL carrying them."""
     redirect_uri = require_redirect_uri(config)
     state = secrets.token_urlsafe(24)
@@ -162,7 +175,7 @@ def listen_address(redirect_uri: str) -> tuple[str, int, str] | None:
     return "127.0.0.1", port, parts.path or "/"
 
 
-def require_redirect_uri(config: Config) -> str:
+def require_redirect_uri(config: LoginSettings) -> str:
     """``redirect_uri`` from the config, or exit 78 naming the key."""
     uri = config.redirect_uri
     if not uri:
@@ -185,7 +198,7 @@ def has_display(environ: Mapping[str, str] = os.environ) -> bool:
     return bool(environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"))
 
 
-def choose_mode(config: Config, requested: Mode | None) -> Mode:
+def choose_mode(config: LoginSettings, requested: Mode | None) -> Mode:
     """``listen`` or ``paste``: as requested, else listen when it can work here."""
     uri = require_redirect_uri(config)
     loopback = listen_address(uri) is not None
