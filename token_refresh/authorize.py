@@ -77,11 +77,7 @@ def exchange_and_save(
                 else:
                     advice = "a code is single-use and expires within minutes: run authorize again"
                 raise AuthorizationRefused(e.reason, advice=advice) from None
-            content = store.serialize(
-                tokens.merge_authorization(previous.data, granted.fields, sent_at=sent_at)
-            )
-            pending.commit(content)
-    token = tokens.parse(tokens.decode_json(content), raw=content)
+            token = pending.save(tokens.merge_authorization(previous.data, granted.fields, sent_at=sent_at))
     assessment = classify(token, now=clock(), horizon=config.horizon_secs)
     return Result(token, assessment, path, previous.token, tuple(granted.notes))
 

@@ -409,8 +409,7 @@ def _cmd_run(args: argparse.Namespace, record: RunRecord) -> int:
         )
     for note in outcome.notes:
         log.warning("%s", note)
-    client = "public" if credentials.public else "confidential"
-    summary = _summary(outcome, client=client, dry_run=args.dry_run)
+    summary = _summary(outcome, client=credentials.client_type, dry_run=args.dry_run)
     record.succeeded(outcome, summary)
     log.info("%s", summary, extra=logs.fields(final=True, **record.log_fields()))
     if outcome.stopped_by is not None:
@@ -498,8 +497,9 @@ def _cmd_authorize(args: argparse.Namespace, record: RunRecord) -> int:
     )
     for note in result.notes:
         log.warning("%s", note)
-    client = "public client" if credentials.public else "confidential client"
-    message = authorize.summary(result, client=client + (" with PKCE" if pkce else ""))
+    message = authorize.summary(
+        result, client=f"{credentials.client_type} client" + (" with PKCE" if pkce else "")
+    )
     record.authorized(result, message)
     log.info("%s", message)
     return ExitCode.OK
@@ -601,7 +601,7 @@ def _handle(args: argparse.Namespace, record: RunRecord | None, verbose: bool) -
             verb = "refresh failed" if _sent(e) else "not refreshed"
             if args.dry_run:  # the only request a dry run sends is the credential check
                 verb = "dry run: " + ("credential check failed" if _sent(e) else "not refreshed")
-        if isinstance(e, TokenRefreshError) and e.attempts > 1:
+        if isinstance(e, TokenRefreshError) and e.attempts > 1 and not e.counts_attempts:
             message += f" (after {e.attempts} attempts over {e.elapsed:.1f} s)"
         log.error("%s: %s", verb, message, extra=_failure_fields(args, record, code, message, e))
         if isinstance(e, TokenRefreshError) and e.stopped_by is not None and record is not None:

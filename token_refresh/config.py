@@ -75,8 +75,7 @@ class Config(NamedTuple):
     hooks_on_refresh: tuple[str, ...] = ()  # shell command lines
     hooks_on_failure: tuple[str, ...] = ()
     hook_timeout_secs: float = 30
-    cache_source: str = "the built-in default"  # where cache_path came from, for error messages
-    explicit_keys: frozenset[str] = frozenset()  # the keys the config file set
+    cache_source: str = "the built-in default for environment live"  # where cache_path came from
     openapi_url: str = OPENAPI_URLS["live"]  # used by status --probe only
 
     @property
@@ -230,7 +229,11 @@ def config_from_mapping(data: object, source: str) -> Config:
         token_url=token_url,
         cache_path=cache_path,
         source=source,
-        explicit_keys=frozenset(str(k) for k in data),
+        cache_source=(
+            f"cache_path in {source}"
+            if "cache_path" in data
+            else f"the built-in default for environment {environment}"
+        ),
         authorize_url=authorize_url,
         redirect_uri=redirect_uri,
         openapi_url=openapi_url or OPENAPI_URLS[environment],
@@ -265,13 +268,7 @@ def load_config(
         return config._replace(cache_path=cache_override, cache_source="--cache")
     if environ.get(CACHE_PATH_ENV):
         return config._replace(cache_path=environ[CACHE_PATH_ENV], cache_source=f"${CACHE_PATH_ENV}")
-    if path and "cache_path" in _keys_of(config):
-        return config._replace(cache_source=f"cache_path in {path}")
-    return config._replace(cache_source=f"the built-in default for environment {config.environment}")
-
-
-def _keys_of(config: Config) -> frozenset[str]:
-    return config.explicit_keys
+    return config
 
 
 def credential_names(environment: str) -> tuple[str, str]:

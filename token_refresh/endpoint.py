@@ -43,8 +43,13 @@ class Credentials(NamedTuple):
         return not self.app_secret
 
     @property
+    def client_type(self) -> str:
+        """``public`` or ``confidential``, as the log and ``status`` name it."""
+        return "public" if self.public else "confidential"
+
+    @property
     def kind(self) -> str:
-        return "public client (no secret; PKCE)" if self.public else "confidential client (app secret)"
+        return f"{self.client_type} client ({'no secret; PKCE' if self.public else 'app secret'})"
 
     def __repr__(self) -> str:
         secret = "None" if self.app_secret is None else "<SECRET>"
@@ -74,8 +79,9 @@ def client_auth(credentials: Credentials) -> tuple[dict[str, str], dict[str, str
     assert credentials.app_secret is not None
     pair = f"{quote_plus(credentials.app_key)}:{quote_plus(credentials.app_secret)}"
     basic = base64.b64encode(pair.encode("utf-8")).decode("ascii")
-    redact.register(credentials.app_secret, quote_plus(credentials.app_secret), basic)
+    # the secret with its encoded forms and both header values: this one and the unencoded one
     redact.register_basic_auth(credentials.app_key, credentials.app_secret)
+    redact.register(basic)
     return {"Authorization": f"Basic {basic}"}, {}
 
 

@@ -97,6 +97,7 @@ class TokenRefreshError(Exception):
     stopped_by: int | None = None  # a stop signal held while a request was in flight
     attempts: int = 0  # requests made before this failure (run only)
     elapsed: float = 0.0  # seconds those requests took
+    counts_attempts: ClassVar[bool] = False  # the message already says how many attempts
 
     def __str__(self) -> str:
         return self.summary
@@ -222,6 +223,7 @@ class EndpointUnreachable(EndpointError):
 
     exit_code = ExitCode.TEMPFAIL
     summary = "the token endpoint cannot be reached (DNS, connection refused, TLS) within the retry budget"
+    counts_attempts = True  # transport.Retrying puts them in the detail
 
     def __str__(self) -> str:
         return f"cannot reach the token endpoint: {self.detail}; nothing was spent, the next run retries"

@@ -48,10 +48,15 @@ _REFUSAL_MARK = b'"action": "refused"'
 REFUSED = "refused"  # the token endpoint answered invalid_grant to this run's refresh token
 FAILED = "failed"  # any other failure
 AUTHORIZED = "authorized"
+REFRESHING = ("refreshed", "adopted")  # the run actions that put a newly issued token in the cache
 
 
 class JournalUnreadable(Exception):
-    """The journal exists but cannot be read or is not a journal; ``str(e)`` says why."""
+    """The journal exists but cannot be read (``io``) or is not a journal; ``str(e)`` says why."""
+
+    def __init__(self, reason: str, *, io: bool = False) -> None:
+        super().__init__(reason)
+        self.io = io
 
 
 def journal_path(cache_path: str) -> str:
@@ -90,16 +95,20 @@ def _read_raw(path: str) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise JournalUnreadable(f"cannot be read: {e.strerror or e}") from None
+        raise JournalUnreadable(f"cannot be read: {e.strerror or e}", io=True) from None
     if len(raw) > MAX_BYTES:
         raise JournalUnreadable(f"is larger than {MAX_BYTES >> 20} MiB")
     return raw
 
 
+def _oldest_first(raw: bytes) -> list[dict[str, Any]]:
+    return sorted(_decode(raw), key=lambda r: float(r["epoch"]))
+
+
 def read(cache_path: str) -> list[dict[str, Any]] | None:
     """The records, oldest first; None when there is no journal. Raises JournalUnreadable."""
     raw = _read_raw(journal_path(cache_path))
-    return None if raw is None else sorted(_decode(raw), key=lambda r: float(r["epoch"]))
+    return None if raw is None else _oldest_first(raw)
 
 
 def refused_at(records: Sequence[Mapping[str, Any]], fingerprint: str) -> str | None:
@@ -125,7 +134,7 @@ def refusal_of(cache_path: str, refresh_token: str | None) -> str | None:
         raw = _read_raw(journal_path(cache_path))
         if raw is None or _REFUSAL_MARK not in raw:
             return None
-        records = sorted(_decode(raw), key=lambda r: float(r["epoch"]))
+        records = _oldest_first(raw)
     except JournalUnreadable as e:
         log.warning(
             "the run journal %s %s; it cannot tell whether the token was refused", journal_path(cache_path), e
@@ -188,19 +197,6 @@ def _bounded(records: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
     return kept[-KEEP_RECORDS:]
 
 
-def _remove_stale_temps(path: str) -> None:
-    """Temps of writers killed mid-write; only called under the cache's lock, so none is live."""
-    from token_refresh import store
-
-    directory = os.path.dirname(path) or "."
-    prefix = f".{os.path.basename(path)}."
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            if name.startswith(prefix) and name.endswith(store.PART_SUFFIX) and len(name) == len(prefix) + 13:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(directory, name))
-
-
 def append(cache_path: str, record: Mapping[str, Any], *, now: float, locked: bool) -> None:
     """Add ``record``, drop what is too old or too many, and replace the file atomically.
 
@@ -218,11 +214,10 @@ def append(cache_path: str, record: Mapping[str, Any], *, now: float, locked: bo
         records = []
     with contextlib.suppress(OSError):
         group = os.stat(path).st_gid
-    if locked:
-        _remove_stale_temps(path)
-    records.append(dict(record))
-    records.sort(key=lambda r: float(r["epoch"]))
-    content = _encode(_bounded(records, now))
     from token_refresh import store
 
-    store.replace_atomically(path, content, mode=MODE, group=group)
+    if locked:  # no other writer can be mid-write: what is left was killed
+        store.remove_stale_parts(path)
+    records.append(dict(record))
+    records.sort(key=lambda r: float(r["epoch"]))
+    store.replace_atomically(path, _encode(_bounded(records, now)), mode=MODE, group=group)

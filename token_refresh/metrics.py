@@ -82,11 +82,6 @@ def previous_values(path: str) -> dict[str, dict[str, float]]:
     return found
 
 
-def previous_successes(path: str) -> dict[str, float]:
-    """Last success time per cache label recorded in an earlier metrics file; empty if none."""
-    return previous_values(path).get(LAST_SUCCESS, {})
-
-
 def build_registry(
     run: RunMetrics, last_success: float | None, consecutive_failures: int = 0
 ) -> CollectorRegistry:
@@ -129,12 +124,10 @@ def write(path: str, run: RunMetrics) -> None:
         last_success = earlier.get(run.cache_path)
         # counted from the previous file, so it needs no other state (configs/alerts.yml uses it)
         failures = int(before.get(CONSECUTIVE_FAILURES, {}).get(run.cache_path, 0)) + 1
-    _replace(path, generate_latest(build_registry(run, last_success, failures)))
-
-
-def _replace(path: str, content: bytes) -> None:
     # node_exporter reads the file as another user: under umask 077 (a cron job's, a container's)
     # prometheus_client's write_to_textfile would leave it 0600, unreadable to the collector
     from token_refresh import store
 
-    store.replace_atomically(path, content, mode=METRICS_MODE)
+    store.replace_atomically(
+        path, generate_latest(build_registry(run, last_success, failures)), mode=METRICS_MODE
+    )

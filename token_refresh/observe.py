@@ -192,15 +192,17 @@ class RunRecord:
             return None  # the config, credentials or cache could not be read: no chain to speak of
         if self.command != "run" and exit_code != 0:
             return None  # a failed authorize changed nothing, and said so on the operator's screen
-        action = self.outcome.action.value if self.outcome is not None else "authorized"
+        from token_refresh import journal
+
+        action = self.outcome.action.value if self.outcome is not None else journal.AUTHORIZED
         if self.outcome is not None and self.outcome.action in (Action.VALID, Action.WOULD_REFRESH):
             return None  # no lock was taken: see docs/DESIGN.md, "Journal"
         spent = refused = None
         if exit_code != 0:
-            action = "failed"
+            action = journal.FAILED
             e = self.error
             if isinstance(e, ReauthorizationRequired) and e.oauth_error == "invalid_grant" and self.sending:
-                action, refused = "refused", self.sending.refresh_token
+                action, refused = journal.REFUSED, self.sending.refresh_token
         elif action == Action.REFRESHED.value and self.sending is not None:
             spent = self.sending.refresh_token
         expired_at_start = None
@@ -208,8 +210,6 @@ class RunRecord:
             expired_at_start = self.sending.issued_at + self.sending.expires_in <= self.sending_at
         elif exit_code != 0 and self.assessment is not None:
             expired_at_start = self.assessment.access_left <= 0  # a failed run leaves the cache as it was
-        from token_refresh import journal
-
         return journal.new_record(
             command=self.command,
             action=action,
@@ -235,17 +235,15 @@ class RunRecord:
         stopping = isinstance(self.error, Interrupted) or (
             self.outcome is not None and self.outcome.stopped_by is not None
         )
-        if isinstance(self.error, LockTimeout) or stopping:
-            # the lock is stuck, or a stop signal wants the run to end now (docs/DESIGN.md, "Stop
-            # signals"): do not wait for the lock again
-            journal.append(path, record, now=time.time(), locked=False)
-            return
-        try:
-            with store.lock(path, self.config.lock_timeout_secs):
-                journal.append(path, record, now=time.time(), locked=True)
-                return
-        except TokenRefreshError as e:  # the lock cannot be had; the record is still worth writing
-            log.debug("writing the run journal without the lock: %s", e)
+        # the lock is stuck, or a stop signal wants the run to end now (docs/DESIGN.md, "Stop
+        # signals"): then do not wait for the lock again
+        if not (isinstance(self.error, LockTimeout) or stopping):
+            try:
+                with store.lock(path, self.config.lock_timeout_secs):
+                    journal.append(path, record, now=time.time(), locked=True)
+                    return
+            except TokenRefreshError as e:  # the lock cannot be had; the record is still worth writing
+                log.debug("writing the run journal without the lock: %s", e)
         journal.append(path, record, now=time.time(), locked=False)
 
     def _write_metrics(self, exit_code: int) -> None:

@@ -83,7 +83,7 @@ def run_cycle(
 
     from token_refresh.stops import StopGuard
 
-    with StopGuard() if guard_signals else _NoGuard() as guard, store.lock(path, config.lock_timeout_secs):
+    with StopGuard(install=guard_signals) as guard, store.lock(path, config.lock_timeout_secs):
         adopted = store.recover_temps(path)
         latest = store.load(path)
         assessment = classify(latest, now=clock(), horizon=horizon)
@@ -121,25 +121,6 @@ def run_cycle(
         return outcome._replace(stopped_by=guard.settled())
 
 
-class _NoGuard:
-    """For callers off the main thread: no signal handling, nothing held."""
-
-    def __enter__(self) -> _NoGuard:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def sent(self) -> None:
-        pass
-
-    def landed(self) -> None:
-        pass
-
-    def settled(self) -> int | None:
-        return None
-
-
 def _reauth_without_refresh_token(token: Token, assessment: Assessment, *, force: bool) -> None:
     if token.refresh_token is not None:
         return
@@ -172,9 +153,7 @@ def _refresh(
             credentials=credentials,
             timeout=config.http_timeout_secs,
         )
-        content = store.serialize(tokens.merge_refresh(token, granted.fields, sent_at=sent_at))
-        pending.commit(content)
-    new_token = tokens.parse(tokens.decode_json(content), raw=content)
+        new_token = pending.save(tokens.merge_refresh(token, granted.fields, sent_at=sent_at))
     new_assessment = classify(new_token, now=clock(), horizon=config.horizon_secs)
     notes = list(granted.notes)
     if 0 < new_token.expires_in <= config.horizon_secs:

@@ -29,7 +29,7 @@ __all__ = ["CRITERIA", "collect", "render_text", "summarize"]
 log = logging.getLogger("token_refresh")
 
 CRITERIA = ("max_gap", "failures", "invalid_grant", "issued_at_monotonic", "access_expired_at_start")
-REFRESHING = ("refreshed", "adopted")  # actions that put a newly issued token in the cache
+REFRESHING = journal.REFRESHING
 TOLERATED = ExitCode.TEMPFAIL  # a failure the runbook accepts when the next run succeeds
 
 
@@ -174,9 +174,7 @@ def _one(
     try:
         records = journal.read(resolved)
     except journal.JournalUnreadable as e:
-        reason = str(e)
-        cls = JournalMissing if reason.startswith("cannot be read") else JournalInvalid
-        raise cls(where, reason) from None
+        raise (JournalMissing if e.io else JournalInvalid)(where, str(e)) from None
     if records is None:
         raise JournalMissing(where, "does not exist (no run that refreshed, failed or authorized yet)")
     row = summarize(

@@ -351,7 +351,7 @@ def render_text(
     widths = [max(len(v) for v in column) for column in columns]
     lines = []
     for i, label in enumerate(labels):
-        cells = [column[i].ljust(width) for column, width in zip(columns, widths)]
+        cells = [column[i].ljust(size) for column, size in zip(columns, widths)]
         lines.append(f"{label + ':':15} " + "   ".join(cells).rstrip())
     if width is not None and any(len(line) > width for line in lines):
         blocks = ["\n".join(f"{k + ':':15} {table[k]}" for k in labels if k in table) for table in tables]

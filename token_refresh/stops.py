@@ -30,13 +30,14 @@ class _Stop(BaseException):
 class StopGuard:
     """A context manager that owns the stop signals; it is also the transport's ``Flight``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, install: bool = True) -> None:
+        self.install = install  # False: a caller that handles signals itself; nothing is held
         self.at_stake = False
         self.pending: int | None = None  # a signal that arrived while something was at stake
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopGuard:
-        if threading.current_thread() is threading.main_thread():
+        if self.install and threading.current_thread() is threading.main_thread():
             self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 

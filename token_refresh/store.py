@@ -30,6 +30,7 @@ __all__ = [
     "lock",
     "lock_path",
     "recover_temps",
+    "remove_stale_parts",
     "replace_atomically",
     "resolve",
     "serialize",
@@ -187,10 +188,10 @@ def _refuse_hard_links(cache_path: str) -> None:
 # -- temporary files -------------------------------------------------------------------------
 
 
-def _temp_pattern(path: str) -> re.Pattern[str]:
-    # mkstemp's 8 random characters: no other cache's temp (tok.json.sim's for tok.json) can match
+def _temp_pattern(path: str, *, tag: str = TEMP_TAG, suffix: str = ".tmp") -> re.Pattern[str]:
+    # mkstemp's 8 random characters: no other file's temp (tok.json.sim's for tok.json) can match
     name = re.escape(os.path.basename(path))
-    return re.compile(rf"\.{name}\.{TEMP_TAG}[a-z0-9_]{{8}}\.tmp\Z")
+    return re.compile(rf"\.{name}\.{re.escape(tag)}[a-z0-9_]{{8}}{re.escape(suffix)}\Z")
 
 
 def _temp_prefix(path: str) -> str:
@@ -210,6 +211,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(dir_fd)
 
 
+def _write_all(fd: int, content: bytes) -> None:
+    view = memoryview(content)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def replace_atomically(path: str, content: bytes, *, mode: int, group: int | None = None) -> None:
     """A small file beside the cache (journal, metrics): temp ``.<name>.XXXXXXXX.part``, fsync, rename.
 
@@ -226,9 +233,7 @@ def replace_atomically(path: str, content: bytes, *, mode: int, group: int | Non
             if group is not None:
                 with contextlib.suppress(PermissionError):  # not a member of that group: keep ours
                     os.fchown(fd, -1, group)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, content)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -238,6 +243,18 @@ def replace_atomically(path: str, content: bytes, *, mode: int, group: int | Non
             os.unlink(temp)
         raise
     _fsync_dir(directory)
+
+
+def remove_stale_parts(path: str) -> None:
+    """Remove ``replace_atomically``'s temps for ``path`` left by killed writers; call it only when
+    no writer of ``path`` can be live (under the cache's lock)."""
+    directory = os.path.dirname(path) or "."
+    pattern = _temp_pattern(path, tag="", suffix=PART_SUFFIX)
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            if pattern.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
 
 
 def _complete_token(temp: str) -> Token | None:
@@ -286,7 +303,6 @@ def recover_temps(path: str) -> Token | None:
         with contextlib.suppress(OSError):
             owners.add(os.stat(path).st_uid)
     ours: list[tuple[str, Token | None]] = []
-    newer: list[tuple[str, Token]] = []
     for name in names:
         temp = os.path.join(directory, name)
         try:
@@ -412,6 +428,12 @@ class PendingWrite:
             os.write(self.fd, b"\0" * size)
         os.fsync(self.fd)
 
+    def save(self, data: dict[str, Any]) -> Token:
+        """Commit ``data`` as the new cache and return it parsed, as the next run will load it."""
+        content = serialize(data)
+        self.commit(content)
+        return tokens.parse(tokens.decode_json(content), raw=content)
+
     def commit(self, content: bytes) -> None:
         """Write ``content``, fsync, rename over the cache, fsync the directory.
 
@@ -423,9 +445,7 @@ class PendingWrite:
         self.keep = True
         try:
             os.lseek(fd, 0, os.SEEK_SET)
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, content)
             os.ftruncate(fd, len(content))
             os.fsync(fd)
             os.close(fd)

@@ -211,28 +211,32 @@ def from_response(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         notes.append("no access token in the answer: saved without one, so the next run refreshes")
     if refresh is not None:
         out["refresh_token"] = refresh
-    expires_in = _number(body.get("expires_in"))
-    if expires_in is None or not _is_lifetime(expires_in) or expires_in <= 0 or access is None:
-        if access is not None:
-            notes.append(
-                f"'expires_in' is {_describe(body.get('expires_in'))}: saved as 0, so the next run refreshes"
-            )
+    expires_in, odd = _lifetime(body, "expires_in")
+    if access is None:
+        expires_in, odd = None, None  # already said: without an access token it is due anyway
+    if expires_in is None:
+        if odd:
+            notes.append(f"{odd}: saved as 0, so the next run refreshes")
         expires_in = 0
-    elif not _is_number(body.get("expires_in")):
-        notes.append("'expires_in' was a string: saved as a number")
+    elif odd:
+        notes.append(odd)
     out["expires_in"] = expires_in
     if "refresh_token_expires_in" in body:
-        rt = _number(body["refresh_token_expires_in"])
-        if rt is None or not _is_lifetime(rt) or rt <= 0:
-            notes.append(
-                f"'refresh_token_expires_in' is {_describe(body['refresh_token_expires_in'])}: "
-                "saved as unknown"
-            )
-        else:
-            if not _is_number(body["refresh_token_expires_in"]):
-                notes.append("'refresh_token_expires_in' was a string: saved as a number")
+        rt, odd = _lifetime(body, "refresh_token_expires_in")
+        if rt is not None:
             out["refresh_token_expires_in"] = rt
+        if odd:
+            notes.append(odd if rt is not None else f"{odd}: saved as unknown")
     return out, notes
+
+
+def _lifetime(body: dict[str, Any], key: str) -> tuple[float | int | None, str | None]:
+    """A lifetime from an answer and what was odd about it: None when missing or not believable."""
+    raw = body.get(key)
+    value = _number(raw)
+    if value is None or not _is_lifetime(value) or value <= 0:
+        return None, f"{key!r} is {_describe(raw)}"
+    return value, None if _is_number(raw) else f"{key!r} was a string: saved as a number"
 
 
 def _describe(value: object) -> str:

@@ -98,8 +98,6 @@ def retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     value = headers.get("retry-after", "").strip()
     if not value:
         return None
-    if value.isascii() and value.isdigit():
-        return float(value)
     try:
         number = float(value)
     except ValueError:
